@@ -12,7 +12,7 @@ import gymnasium as gym
 WORLD_IDS: dict[str, tuple[str, int, dict]] = {
     "simworld/Balls-v0": ("envs.balls:BallsEnv", 1000, {}),
     "simworld/Push-v0": ("envs.push:PushEnv", 300, {}),
-    "simworld/Pixel-v0": ("envs.pixel:PixelWorld", 500, {"env_id": "CartPole-v1"}),
+    "simworld/Pixel-v0": ("envs.pixel:PixelWorld", 1000, {"env_id": "CartPole-v1"}),
     "simworld/PixelCartPole-v1": ("envs.pixel:PixelWorld", 500, {"env_id": "CartPole-v1"}),
     "simworld/PixelPendulum-v1": ("envs.pixel:PixelWorld", 200, {"env_id": "Pendulum-v1"}),
 }

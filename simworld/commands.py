@@ -1,0 +1,83 @@
+"""Thin entry points behind ``simworld <command>``: config in, objects built, work run, summary out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def _plain(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def collect(cfg: DictConfig) -> dict:
+    from simworld.data.collect import CollectConfig, collect
+    from simworld.data.store import EpisodeStore
+    from simworld.data.video import export_episode
+    from simworld.worlds import WorldConfig
+
+    c = _plain(cfg)
+    video = c.pop("video")
+    summary = collect(CollectConfig(world=WorldConfig(**c.pop("world")), **c))
+    print(summary)
+    if video and summary.episode_ids:
+        store = EpisodeStore(summary.out)
+        path = export_episode(store, summary.episode_ids[0], Path(summary.out) / "preview.mp4", upscale=4)
+        print(f"preview of episode {summary.episode_ids[0]}: {path}")
+    return vars(summary)
+
+
+def export(cfg: DictConfig) -> str:
+    from simworld.data.store import EpisodeStore
+    from simworld.data.video import export_episode
+
+    store = EpisodeStore(cfg.store)
+    out = cfg.out or str(Path(cfg.store) / f"episode_{cfg.episode:06d}.mp4")
+    path = export_episode(store, int(cfg.episode), out, upscale=int(cfg.upscale), crf=int(cfg.crf))
+    print(f"wrote {path}")
+    return str(path)
+
+
+def import_(cfg: DictConfig) -> int:
+    from simworld.data.collect import store_meta_for_world
+    from simworld.data.store import EpisodeStore
+    from simworld.data.video import import_video
+    from simworld.worlds import WorldConfig
+
+    if not cfg.video or not cfg.actions:
+        raise ValueError("simworld import needs video=PATH and actions=PATH (npy, csv or json)")
+    if (Path(cfg.store) / "meta.json").exists():
+        store = EpisodeStore(cfg.store)
+    else:  # a new store takes its action space and frame size from the world it belongs to
+        store = EpisodeStore.create(cfg.store, store_meta_for_world(WorldConfig(**_plain(cfg.world))))
+    eid = import_video(store, cfg.video, cfg.actions, resize=bool(cfg.resize))
+    print(f"imported {cfg.video} as episode {eid} of {cfg.store}")
+    return eid
+
+
+def info(cfg: DictConfig) -> dict:
+    from simworld.data.store import EpisodeStore
+
+    store = EpisodeStore(cfg.store)
+    lengths = [store.lengths[e] for e in store.episode_ids]
+    summary = {
+        "store": str(cfg.store),
+        "world_id": store.meta.world_id,
+        "frame_size": list(store.meta.frame_size),
+        "action_space": store.meta.action_space,
+        "episodes": len(store),
+        "steps": int(sum(lengths)),
+        "frames": int(store.num_frames),
+        "mean_length": float(sum(lengths) / max(len(lengths), 1)),
+        "bytes_on_disk": int(store.bytes_on_disk()),
+    }
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+def bench(cfg: DictConfig) -> dict:
+    from simworld.bench import run_bench
+
+    return run_bench(_plain(cfg))

@@ -1,0 +1,104 @@
+"""EDM preconditioning and diffusion-forcing training of the dynamics model (Karras et al. 2022).
+
+The network ``F`` never sees raw noisy latents: the denoiser is
+``D(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma))`` with the scalings
+chosen so that ``F``'s inputs and targets have unit variance at every noise level.
+
+Training noise follows diffusion forcing: every frame of a window has its own noise level. Half
+of the windows instead hold the past frames at a small, random "context" noise level and noise
+only the last frame, which is the situation of an autoregressive rollout, where the context is
+the model's own (imperfect) output held at ``context_sigma``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class DiffusionConfig:
+    sigma_data: float = 0.5
+    p_mean: float = -0.4  # log-normal training noise levels (EDM)
+    p_std: float = 1.2
+    sigma_min: float = 2e-3  # sampling schedule
+    sigma_max: float = 5.0
+    rho: float = 7.0
+    steps: int = 3  # denoising steps per generated frame
+    sampler: str = "euler"  # euler | heun
+    context_sigma: float = 0.05  # noise the context is held at during rollouts
+    context_sigma_max: float = 0.2  # training: context noise augmentation drawn from U(0, this)
+    teacher_forcing: float = 0.5  # fraction of windows with low-noise context and a noisy last frame
+    reward_weight: float = 1.0
+    termination_weight: float = 1.0
+    termination_pos_weight: float = 10.0  # terminations are rare: weigh the positives up
+
+
+@dataclass
+class Precond:
+    c_skip: torch.Tensor
+    c_out: torch.Tensor
+    c_in: torch.Tensor
+    c_noise: torch.Tensor
+
+
+def precondition(sigma: torch.Tensor, sigma_data: float) -> Precond:
+    s2, d2 = sigma**2, sigma_data**2
+    return Precond(
+        c_skip=d2 / (s2 + d2),
+        c_out=sigma * sigma_data / (s2 + d2).sqrt(),
+        c_in=1 / (s2 + d2).sqrt(),
+        c_noise=sigma.log() / 4,
+    )
+
+
+def sample_training_sigmas(b: int, t: int, cfg: DiffusionConfig, device: torch.device) -> torch.Tensor:
+    """Per-frame noise levels ``(b, t)``: diffusion forcing, or low-noise context + noisy last frame."""
+    sigma = (torch.randn(b, t, device=device) * cfg.p_std + cfg.p_mean).exp()
+    forced = torch.rand(b, device=device) < cfg.teacher_forcing
+    ctx = torch.rand(b, t, device=device) * cfg.context_sigma_max + cfg.sigma_min
+    ctx[:, -1] = sigma[:, -1]
+    return torch.where(forced[:, None], ctx, sigma)
+
+
+def sampling_sigmas(cfg: DiffusionConfig, steps: int | None = None, device=None) -> torch.Tensor:
+    """Karras schedule from sigma_max down to sigma_min, then 0: ``steps + 1`` values."""
+    n = steps or cfg.steps
+    if n < 1:
+        raise ValueError(f"need at least one denoising step, got {n}")
+    ramp = torch.linspace(0, 1, n, device=device, dtype=torch.float64)
+    lo, hi = cfg.sigma_min ** (1 / cfg.rho), cfg.sigma_max ** (1 / cfg.rho)
+    sigmas = (hi + ramp * (lo - hi)) ** cfg.rho if n > 1 else torch.tensor([cfg.sigma_max], device=device)
+    return torch.cat([sigmas.double(), sigmas.new_zeros(1, dtype=torch.float64)]).float()
+
+
+def diffusion_losses(
+    out: torch.Tensor,  # (b, t, c, h, w) network output F
+    clean: torch.Tensor,  # (b, t, c, h, w)
+    noisy: torch.Tensor,  # (b, t, c, h, w)
+    pre: Precond,  # broadcastable to (b, t, 1, 1, 1)
+) -> torch.Tensor:
+    """Per-frame EDM loss ``(b, t)``: MSE of F against its target, i.e. the weighted denoising error."""
+    target = (clean - pre.c_skip * noisy) / pre.c_out
+    return F.mse_loss(out, target, reduction="none").flatten(2).mean(-1)
+
+
+def head_losses(
+    reward_pred: torch.Tensor,  # (b, t): reward of the transition into frame t
+    term_logit: torch.Tensor,  # (b, t)
+    rewards: torch.Tensor,  # (b, t - 1)
+    terminated: torch.Tensor,  # (b, t - 1)
+    use: torch.Tensor,  # (b, t - 1) bool: frames whose noise is low enough to read
+    cfg: DiffusionConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    w = use.float()
+    denom = w.sum().clamp_min(1.0)
+    r = ((reward_pred[:, 1:] - rewards) ** 2 * w).sum() / denom
+    pos_weight = torch.tensor(cfg.termination_pos_weight, device=term_logit.device)
+    bce = F.binary_cross_entropy_with_logits(
+        term_logit[:, 1:], terminated.float(), pos_weight=pos_weight, reduction="none"
+    )
+    return r, (bce * w).sum() / denom

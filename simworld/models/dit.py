@@ -1,0 +1,253 @@
+"""The dynamics model: a diffusion transformer over spacetime latent patches.
+
+Each latent frame ``(C, h, w)`` is cut into ``p x p`` patches, one token each. Tokens attend to
+their own frame and to earlier frames, never to later ones (block-causal attention), so during a
+rollout the keys and values of past frames can be cached and each step runs the new frame only.
+Every frame is conditioned (adaLN-Zero) on its own noise level and on the action that led to it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from simworld.models.kv_cache import KVCache
+from simworld.models.rope import apply_rope, rope_angles
+
+# name -> (dim, depth, heads); the keys are the values of DynamicsConfig.size
+DIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (64, 2, 2),
+    "S": (256, 6, 4),
+    "B": (512, 12, 8),
+    "L": (768, 18, 12),
+}
+
+
+@dataclass
+class DynamicsConfig:
+    latent_channels: int = 48
+    patch_size: int = 2
+    size: str = "S"
+    dim: int | None = None  # None: from DIT_SIZES[size]
+    depth: int | None = None
+    heads: int | None = None
+    mlp_ratio: float = 4.0
+    action_space: dict = field(default_factory=lambda: {"type": "Discrete", "n": 3, "start": 0})
+    context: int = 8  # frames a token may attend to (the rollout's sliding window, incl. the new frame)
+
+    def __post_init__(self) -> None:
+        if self.size not in DIT_SIZES:
+            raise ValueError(f"unknown dynamics size {self.size!r}; choose one of {list(DIT_SIZES)}")
+        dim, depth, heads = DIT_SIZES[self.size]
+        self.dim = self.dim or dim
+        self.depth = self.depth or depth
+        self.heads = self.heads or heads
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class NoiseEmbedder(nn.Module):
+    """Fourier features of the preconditioned noise level, then an MLP."""
+
+    def __init__(self, dim: int, freqs: int = 128) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.randn(freqs // 2) * 4.0, persistent=True)
+        self.mlp = nn.Sequential(nn.Linear(freqs, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
+        f = 2 * math.pi * c_noise[..., None] * self.weight  # (..., freqs/2)
+        return self.mlp(torch.cat([f.cos(), f.sin()], dim=-1))
+
+
+class ActionEmbedder(nn.Module):
+    """Embeds the action that led to each frame; frames with no such action get a learned 'none'."""
+
+    def __init__(self, action_space: dict, dim: int) -> None:
+        super().__init__()
+        self.discrete = action_space["type"] == "Discrete"
+        if self.discrete:
+            self.n = int(action_space["n"])
+            self.start = int(action_space.get("start", 0))
+            self.emb = nn.Embedding(self.n + 1, dim)
+        else:
+            self.action_dim = int(math.prod(action_space["shape"]))
+            self.mlp = nn.Sequential(nn.Linear(self.action_dim + 1, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, actions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """actions ``(B, T)`` int or ``(B, T, A)`` float; valid ``(B, T)`` bool -> ``(B, T, dim)``."""
+        if self.discrete:
+            idx = (actions.long() - self.start).clamp(0, self.n - 1)
+            return self.emb(torch.where(valid, idx, torch.full_like(idx, self.n)))
+        a = actions.float().flatten(2) * valid[..., None]
+        return self.mlp(torch.cat([a, (~valid[..., None]).float()], dim=-1))
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+        self.k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+        self.proj = nn.Linear(dim, dim)
+
+    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # (b, heads, n, dh)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        q, k, v = self.qkv_heads(x)  # (b, heads, n, dh)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, heads, n, dh)
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (b, t, n, d)
+        c: torch.Tensor,  # (b, t, d)
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        write: bool = False,
+    ) -> torch.Tensor:
+        b, t, n, d = x.shape
+        sh1, sc1, g1, sh2, sc2, g2 = self.ada(c)[:, :, None].chunk(6, dim=-1)  # (b, t, 1, d) each
+        h = modulate(self.norm1(x), sh1, sc1).flatten(1, 2)  # (b, t*n, d)
+        if cache is None:
+            a = self.attn(h, *rope, mask)
+        else:
+            a = self._cached_attention(h, cache, layer, write)
+        x = x + g1 * a.view(b, t, n, d)
+        x = x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2))
+        return x
+
+    def _cached_attention(self, h: torch.Tensor, cache: KVCache, layer: int, write: bool) -> torch.Tensor:
+        q, k, v = self.attn.qkv_heads(h)  # (b, heads, n, dh): the new frame only
+        keys, values, key_mask, (cos, sin) = cache.context(layer, k, v)  # (b, heads, keys, dh)
+        q = apply_rope(q, cos, sin)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask)  # (b, heads, n, dh)
+        if write:
+            cache.write(layer)
+        return self.attn.proj(out.transpose(1, 2).flatten(2))
+
+
+class DiT(nn.Module):
+    """Block-causal diffusion transformer over latent frames, with reward and termination heads."""
+
+    def __init__(self, cfg: DynamicsConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, p, c = cfg.dim, cfg.patch_size, cfg.latent_channels
+        self.patch_in = nn.Linear(c * p * p, d)
+        self.noise_emb = NoiseEmbedder(d)
+        self.action_emb = ActionEmbedder(cfg.action_space, d)
+        self.blocks = nn.ModuleList([DiTBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
+        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        self.patch_out = nn.Linear(d, c * p * p)
+        # reward and termination of the transition into each frame, read from its pooled tokens
+        self.reward_head = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 1))
+        self.term_head = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 1))
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.noise_emb.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.noise_emb.mlp[2].weight, std=0.02)
+        # adaLN-Zero: every block starts as the identity, the output as zero
+        for block in self.blocks:
+            nn.init.zeros_(block.ada[-1].weight)
+            nn.init.zeros_(block.ada[-1].bias)
+        for m in (self.ada_out[-1], self.patch_out, self.reward_head[-1], self.term_head[-1]):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c, h, w = x.shape
+        p = self.cfg.patch_size
+        if h % p or w % p:
+            raise ValueError(f"latent size {h}x{w} is not divisible by the patch size {p}")
+        x = x.reshape(b, t, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)  # (b, t, h/p, w/p, c, p, p)
+        return x.flatten(4).flatten(2, 3)  # (b, t, n, c*p*p)
+
+    def unpatchify(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, t, n, _ = x.shape
+        p, c = self.cfg.patch_size, self.cfg.latent_channels
+        x = x.reshape(b, t, h // p, w // p, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # (b, t, c, h/p, p, w/p, p)
+        return x.reshape(b, t, c, h, w)
+
+    def _condition(self, c_noise: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return self.noise_emb(c_noise) + self.action_emb(actions, valid)  # (b, t, d)
+
+    def _output(self, x: torch.Tensor, c: torch.Tensor, h: int, w: int):
+        shift, scale = self.ada_out(c)[:, :, None].chunk(2, dim=-1)  # (b, t, 1, d)
+        x = self.norm_out(x)  # (b, t, n, d)
+        out = self.unpatchify(self.patch_out(modulate(x, shift, scale)), h, w)  # (b, t, c, h, w)
+        pooled = x.mean(dim=2)  # (b, t, d)
+        return out, self.reward_head(pooled).squeeze(-1), self.term_head(pooled).squeeze(-1)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (b, t, c, h, w) preconditioned noisy latents
+        c_noise: torch.Tensor,  # (b, t)
+        actions: torch.Tensor,  # (b, t) or (b, t, a): the action that led to each frame
+        valid: torch.Tensor,  # (b, t) bool: False where a frame has no previous action
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All frames at once, block-causally. Returns (output (b,t,c,h,w), reward (b,t), term logit (b,t))."""
+        b, t, _, h, w = x.shape
+        p = self.cfg.patch_size
+        tokens = self.patch_in(self.patchify(x))  # (b, t, n, d)
+        n = tokens.shape[2]
+        cond = self._condition(c_noise, actions, valid)  # (b, t, d)
+        rope = rope_angles(t, h // p, w // p, self.cfg.dim // self.cfg.heads, device=x.device)
+        frame = torch.arange(t, device=x.device).repeat_interleave(n)
+        # a token sees its own frame and the context - 1 frames before it (exactly what the cache keeps)
+        age = frame[:, None] - frame[None, :]  # (t*n, t*n)
+        mask = (age >= 0) & (age < self.cfg.context)
+        for block in self.blocks:
+            tokens = block(tokens, cond, rope, mask)
+        return self._output(tokens, cond, h, w)
+
+    def forward_cached(
+        self,
+        x: torch.Tensor,  # (b, 1, c, h, w) the new frame, preconditioned
+        c_noise: torch.Tensor,  # (b, 1)
+        actions: torch.Tensor,  # (b, 1) or (b, 1, a)
+        valid: torch.Tensor,  # (b, 1)
+        cache: KVCache,
+        write: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One new frame attending to the cached context (and itself); ``write`` adds it to the cache."""
+        _, _, _, h, w = x.shape
+        tokens = self.patch_in(self.patchify(x))  # (b, 1, n, d)
+        cond = self._condition(c_noise, actions, valid)
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens, cond, None, None, cache=cache, layer=i, write=write)
+        if write:
+            cache.advance()
+        return self._output(tokens, cond, h, w)

@@ -1,0 +1,103 @@
+"""End-to-end runs of the ``simworld`` command, as a user types it."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from simworld.data.store import EpisodeStore
+from simworld.data.video import read_video
+
+
+def simworld(*args: str, cwd=None, check: bool = True) -> subprocess.CompletedProcess:
+    exe = shutil.which("simworld")
+    cmd = [exe] if exe else [sys.executable, "-m", "simworld.cli"]
+    proc = subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"simworld {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_help_lists_the_commands():
+    out = simworld("--help").stdout
+    for command in ("collect", "export", "import", "info", "bench"):
+        assert command in out
+
+
+def test_unknown_command_fails_with_usage():
+    proc = simworld("dance", check=False)
+    assert proc.returncode != 0
+    assert "unknown command" in proc.stderr and "collect" in proc.stderr
+
+
+def test_collect_then_info_and_export(tmp_path):
+    out = tmp_path / "balls"
+    proc = simworld(
+        "collect", "world=balls", "episodes=3", "workers=2", "max_steps=25", f"out={out}", "progress=false"
+    )
+    assert "collected 3 episodes" in proc.stdout
+    store = EpisodeStore(out)
+    assert len(store) == 3
+    assert all(store.lengths[e] <= 25 for e in store.episode_ids)
+    frames, _ = read_video(out / "preview.mp4")
+    assert frames.shape[0] == store.lengths[store.episode_ids[0]] + 1
+    assert frames.shape[1:] == (256, 256, 3)  # 64x64 upscaled 4x
+
+    info = json.loads(simworld("info", f"store={out}").stdout)
+    assert info["episodes"] == 3 and info["world_id"] == "simworld/Balls-v0"
+
+    mp4 = tmp_path / "ep1.mp4"
+    simworld("export", f"store={out}", "episode=1", f"out={mp4}", "upscale=1")
+    frames, _ = read_video(mp4)
+    assert frames.shape == store.load(1).frames.shape
+
+
+def test_hydra_overrides_reach_the_world(tmp_path):
+    out = tmp_path / "push"
+    simworld(
+        "collect", "world=push", "episodes=1", "workers=1", "max_steps=5", "policy=random",
+        "world.kwargs.frame_size=[32,48]", f"out={out}", "video=false", "progress=false",
+    )
+    store = EpisodeStore(out)
+    assert store.meta.frame_size == (32, 48)
+    assert store.load(0).frames.shape == (6, 32, 48, 3)
+    assert not (out / "preview.mp4").exists()
+
+
+def test_collect_bad_inputs_are_named(tmp_path):
+    proc = simworld("collect", "world.id=simworld/Nope-v0", f"out={tmp_path / 'x'}", check=False)
+    assert proc.returncode != 0 and "unknown world" in proc.stderr + proc.stdout
+    proc = simworld("collect", "policy=clever", f"out={tmp_path / 'y'}", check=False)
+    assert proc.returncode != 0 and "unknown policy" in proc.stderr + proc.stdout
+
+
+def test_import_a_user_video(tmp_path):
+    from simworld.data.video import write_video
+
+    rng = np.random.default_rng(0)
+    frames = np.zeros((9, 64, 64, 3), np.uint8)
+    for t in range(9):
+        frames[t, 10 + 3 * t : 20 + 3 * t, 20:30] = (230, 60, 60)
+    video = tmp_path / "clip.mkv"
+    write_video(video, frames, fps=15)
+    actions = tmp_path / "actions.json"
+    actions.write_text(json.dumps(rng.integers(0, 3, 8).tolist()))
+    store = tmp_path / "mine"
+    simworld("import", "world=balls", f"store={store}", f"video={video}", f"actions={actions}")
+    assert len(EpisodeStore(store)) == 1
+
+    actions.write_text(json.dumps([0, 1, 2]))
+    proc = simworld("import", f"store={store}", f"video={video}", f"actions={actions}", check=False)
+    assert proc.returncode != 0 and "9" in proc.stderr + proc.stdout and "3" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    simworld("bench", "quick=true", f"out={out}", cwd=tmp_path)
+    result = json.loads(out.read_text())
+    assert result["world_steps_per_s"] > 0
+    assert result["store"]["bytes_per_frame"] > 0 and result["store"]["windows_per_s"] > 0
