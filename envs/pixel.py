@@ -22,7 +22,9 @@ def _cartpole_scale(env: gym.Env, frame_size: tuple[int, int]) -> np.ndarray:
 def _pendulum_scale(env: gym.Env, frame_size: tuple[int, int]) -> np.ndarray:
     # Pendulum draws a 4.4-unit square (bound 2.2 around the pivot) over screen_dim pixels.
     px_per_unit = env.screen_dim / 4.4
-    return np.array([px_per_unit * frame_size[1] / env.screen_dim, px_per_unit * frame_size[0] / env.screen_dim])
+    return np.array(
+        [px_per_unit * frame_size[1] / env.screen_dim, px_per_unit * frame_size[0] / env.screen_dim]
+    )
 
 
 def _cartpole_heuristic(env: gym.Env) -> int:
@@ -164,11 +166,15 @@ class PixelWorld(gym.Env):
         if not hasattr(self.env, "state"):
             raise NotImplementedError(f"{self.env_id} has no settable `state`; set_state is not available")
         if "sim" not in state:
-            raise ValueError(f"state for {self.env_id} needs the key 'sim' (the wrapped env's internal state)")
+            raise ValueError(
+                f"state for {self.env_id} needs the key 'sim' (the wrapped env's internal state)"
+            )
         sim = np.asarray(state["sim"], dtype=np.float64)
         current = np.asarray(self.env.state)
         if sim.shape != current.shape:
-            raise ValueError(f"state['sim'] must have shape {current.shape} for {self.env_id}, got {sim.shape}")
+            raise ValueError(
+                f"state['sim'] must have shape {current.shape} for {self.env_id}, got {sim.shape}"
+            )
         self.env.state = sim.astype(current.dtype).copy()
         if hasattr(self.env, "steps_beyond_terminated"):
             self.env.steps_beyond_terminated = None

@@ -59,7 +59,9 @@ def run_bench(cfg: dict[str, Any]) -> dict[str, Any]:
         results["store"] = {"path": cfg.get("store") or "(temporary)", "episodes": len(store)}
         results["store"].update(measure_store(store, window_length=int(cfg["window"]), n=n_windows))
     rows = [("world steps/s (1 env, random actions, render incl.)", f"{results['world_steps_per_s']:.0f}")]
-    rows += [(f"store {k}", f"{v:.1f}" if isinstance(v, float) else str(v)) for k, v in results["store"].items()]
+    rows += [
+        (f"store {k}", f"{v:.1f}" if isinstance(v, float) else str(v)) for k, v in results["store"].items()
+    ]
     width = max(len(r[0]) for r in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
     if cfg.get("out"):

@@ -13,11 +13,17 @@ from collections.abc import Callable
 
 # command -> (module:function taking the composed DictConfig, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "collect": ("simworld.commands:collect", "collect episodes from a world into an episode store (+ preview mp4)"),
+    "collect": (
+        "simworld.commands:collect",
+        "collect episodes from a world into an episode store (+ preview mp4)",
+    ),
     "export": ("simworld.commands:export", "write one stored episode as an mp4"),
     "import": ("simworld.commands:import_", "add a video file + actions file to a store as an episode"),
     "info": ("simworld.commands:info", "summarise an episode store"),
-    "bench": ("simworld.commands:bench", "measure data-side throughput: world steps/s, store bytes/frame, windows/s"),
+    "bench": (
+        "simworld.commands:bench",
+        "measure data-side throughput: world steps/s, store bytes/frame, windows/s",
+    ),
 }
 
 

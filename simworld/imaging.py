@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 
-def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_frames(frames: np.ndarray, size: tuple[int, int], chunk: int = 256) -> np.ndarray:
     """Resize uint8 frames with antialiasing (area-weighted bilinear).
 
     Args:
@@ -23,7 +23,12 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     batch = frames[None] if single else frames
     if tuple(batch.shape[1:3]) == tuple(size):
         return frames.copy()
-    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float()  # (t, 3, h, w)
-    y = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
-    out = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (t, H, W, 3)
+    out = []
+    for i in range(0, len(batch), chunk):  # chunks bound the float copy of a long video
+        x = (
+            torch.from_numpy(np.ascontiguousarray(batch[i : i + chunk])).permute(0, 3, 1, 2).float()
+        )  # (t, 3, h, w)
+        y = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())  # (t, H, W, 3)
+    out = np.concatenate(out)
     return out[0] if single else out

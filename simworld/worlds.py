@@ -31,7 +31,9 @@ def make_world(cfg: WorldConfig | dict, **overrides: Any) -> gym.Env:
     register_envs()  # also needed in fresh worker processes
     if cfg.id not in gym.registry:
         known = sorted(k for k in gym.registry if k.startswith("simworld/"))
-        raise ValueError(f"unknown world {cfg.id!r}; simworld worlds: {known} (or any Gymnasium id via Pixel-v0)")
+        raise ValueError(
+            f"unknown world {cfg.id!r}; simworld worlds: {known} (or any Gymnasium id via Pixel-v0)"
+        )
     kwargs = {**dict(cfg.kwargs), **overrides}
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(cfg.max_episode_steps)

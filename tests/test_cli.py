@@ -58,8 +58,16 @@ def test_collect_then_info_and_export(tmp_path):
 def test_hydra_overrides_reach_the_world(tmp_path):
     out = tmp_path / "push"
     simworld(
-        "collect", "world=push", "episodes=1", "workers=1", "max_steps=5", "policy=random",
-        "world.kwargs.frame_size=[32,48]", f"out={out}", "video=false", "progress=false",
+        "collect",
+        "world=push",
+        "episodes=1",
+        "workers=1",
+        "max_steps=5",
+        "policy=random",
+        "world.kwargs.frame_size=[32,48]",
+        f"out={out}",
+        "video=false",
+        "progress=false",
     )
     store = EpisodeStore(out)
     assert store.meta.frame_size == (32, 48)

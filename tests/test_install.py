@@ -20,26 +20,55 @@ def test_regular_install_runs_collect(tmp_path):
     # This interpreter's site-packages supply torch & co. (after the venv's own, so the fresh install wins).
     purelib = subprocess.run(
         [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     parents = {*site.getsitepackages(), sysconfig.get_paths()["purelib"]}
     (Path(purelib) / "_parent_site.pth").write_text("\n".join(sorted(parents)) + "\n")
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-build-isolation",
-         str(REPO)],
-        check=True, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(py),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     work = tmp_path / "elsewhere"
     work.mkdir()
     where = subprocess.run(
         [str(py), "-c", "import simworld, configs; print(simworld.__file__); print(configs.__file__)"],
-        cwd=work, check=True, capture_output=True, text=True,
+        cwd=work,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert str(REPO) not in where and str(env_dir) in where
     proc = subprocess.run(
-        [str(env_dir / "bin" / "simworld"), "collect", "episodes=1", "workers=1", "max_steps=5", "video=false",
-         "progress=false", "out=store"],
-        cwd=work, capture_output=True, text=True, timeout=300,
+        [
+            str(env_dir / "bin" / "simworld"),
+            "collect",
+            "episodes=1",
+            "workers=1",
+            "max_steps=5",
+            "video=false",
+            "progress=false",
+            "out=store",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert (work / "store" / "meta.json").exists()

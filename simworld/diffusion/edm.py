@@ -12,7 +12,6 @@ the model's own (imperfect) output held at ``context_sigma``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

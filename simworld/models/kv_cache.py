@@ -74,8 +74,13 @@ class KVCache:
         self.v[layer, :, :, scratch] = v_new.to(self.v.dtype)
         mask = None
         if not bool(self.filled.all()):
-            keep = torch.cat([self.filled.repeat_interleave(self.n, dim=1),
-                              torch.ones(self.batch, self.n, dtype=torch.bool, device=self.device)], dim=1)
+            keep = torch.cat(
+                [
+                    self.filled.repeat_interleave(self.n, dim=1),
+                    torch.ones(self.batch, self.n, dtype=torch.bool, device=self.device),
+                ],
+                dim=1,
+            )
             mask = keep[:, None, None, :]  # (b, 1, 1, keys)
         return self.k[layer], self.v[layer], mask, (cos, sin)
 

@@ -40,7 +40,9 @@ def rope_tables(
     return angles.cos().float(), angles.sin().float()
 
 
-def grid_positions(frames: int, height: int, width: int, t0: int = 0, device=None) -> tuple[torch.Tensor, ...]:
+def grid_positions(
+    frames: int, height: int, width: int, t0: int = 0, device=None
+) -> tuple[torch.Tensor, ...]:
     """Frame, row and column of each token of ``frames x height x width`` tokens, frame-major order."""
     t, y, x = torch.meshgrid(
         torch.arange(t0, t0 + frames, device=device),

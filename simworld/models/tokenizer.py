@@ -42,7 +42,9 @@ class IdentityTokenizer(nn.Module):
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         b, t = frames.shape[:2]
-        return F.pixel_unshuffle(frames.flatten(0, 1), self.cfg.unshuffle).unflatten(0, (b, t))  # (b, t, c, h, w)
+        return F.pixel_unshuffle(frames.flatten(0, 1), self.cfg.unshuffle).unflatten(
+            0, (b, t)
+        )  # (b, t, c, h, w)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         b, t = latents.shape[:2]

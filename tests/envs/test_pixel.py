@@ -49,7 +49,7 @@ def test_set_state_round_trip(env_id):
     b.reset(seed=1)
     a.action_space.seed(0)
     for _ in range(5):
-        frame, *_ , info = a.step(a.action_space.sample())
+        frame, *_, info = a.step(a.action_space.sample())
     frame_b = b.unwrapped.set_state(info["state"])
     if "Pendulum" not in env_id:  # Pendulum draws the previous torque, which a restart does not have
         np.testing.assert_array_equal(frame_b, frame)

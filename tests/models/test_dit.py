@@ -56,8 +56,9 @@ def test_kv_cache_matches_full_forward_beyond_the_window(discrete):
     full, full_r, full_t = model(x, c, a, v)
     cache = KVCache(model.cfg.depth, 2, model.cfg.heads, model.cfg.dim // model.cfg.heads, (4, 3), context=3)
     for t in range(7):
-        out, r, term = model.forward_cached(x[:, t : t + 1], c[:, t : t + 1], a[:, t : t + 1], v[:, t : t + 1],
-                                            cache, write=True)
+        out, r, term = model.forward_cached(
+            x[:, t : t + 1], c[:, t : t + 1], a[:, t : t + 1], v[:, t : t + 1], cache, write=True
+        )
         torch.testing.assert_close(out[:, 0], full[:, t], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(r[:, 0], full_r[:, t], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(term[:, 0], full_t[:, t], atol=1e-5, rtol=1e-4)
@@ -68,7 +69,9 @@ def test_cache_reset_of_one_element_leaves_the_other():
     x, c, a, v = inputs(t=4)
     cache = KVCache(model.cfg.depth, 2, model.cfg.heads, model.cfg.dim // model.cfg.heads, (4, 3), context=3)
     for t in range(3):
-        model.forward_cached(x[:, t : t + 1], c[:, t : t + 1], a[:, t : t + 1], v[:, t : t + 1], cache, write=True)
+        model.forward_cached(
+            x[:, t : t + 1], c[:, t : t + 1], a[:, t : t + 1], v[:, t : t + 1], cache, write=True
+        )
     cache.reset(torch.tensor([True, False]))
     out, *_ = model.forward_cached(x[:, 3:4], c[:, 3:4], a[:, 3:4], v[:, 3:4], cache)
     alone, *_ = model(x[:1, 3:4], c[:1, 3:4], a[:1, 3:4], v[:1, 3:4])
