@@ -14,6 +14,7 @@ import torch
 
 from simworld.data.collect import CollectConfig, collect, sample_action
 from simworld.data.store import EpisodeStore
+from simworld.data.video import psnr, read_video, write_video
 from simworld.data.windows import measure_store
 from simworld.worlds import WorldConfig, make_world
 
@@ -31,6 +32,25 @@ def world_steps_per_second(world: WorldConfig, steps: int, seed: int = 0) -> flo
     seconds = time.perf_counter() - start
     env.close()
     return steps / seconds
+
+
+VIDEO_SETTINGS = [(0, "yuv444p"), (10, "yuv444p"), (18, "yuv444p"), (18, "yuv420p")]
+
+
+def video_round_trip(store: EpisodeStore, tmp: Path, frames: int = 60) -> dict[str, float]:
+    """PSNR (dB) of h264-encoded-then-decoded frames of the store's first episode, per (crf, pix_fmt)."""
+    src = store.load(store.episode_ids[0]).frames[:frames]
+    out = {}
+    for crf, pix_fmt in VIDEO_SETTINGS:
+        path = write_video(tmp / f"rt_{crf}_{pix_fmt}.mp4", src, fps=store.meta.fps, crf=crf, pix_fmt=pix_fmt)
+        out[f"psnr_db crf={crf} {pix_fmt}"] = psnr(read_video(path)[0], src)
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.0f}" if v.is_integer() or abs(v) >= 100 else f"{v:.2f}"
+    return str(v)
 
 
 def machine() -> dict[str, Any]:
@@ -58,10 +78,10 @@ def run_bench(cfg: dict[str, Any]) -> dict[str, Any]:
         store = EpisodeStore(store_path)
         results["store"] = {"path": cfg.get("store") or "(temporary)", "episodes": len(store)}
         results["store"].update(measure_store(store, window_length=int(cfg["window"]), n=n_windows))
+        results["video"] = video_round_trip(store, Path(tmp))
     rows = [("world steps/s (1 env, random actions, render incl.)", f"{results['world_steps_per_s']:.0f}")]
-    rows += [
-        (f"store {k}", f"{v:.1f}" if isinstance(v, float) else str(v)) for k, v in results["store"].items()
-    ]
+    rows += [(f"store {k}", _fmt(v)) for k, v in results["store"].items()]
+    rows += [(f"video {k}", f"{v:.1f}") for k, v in results["video"].items()]
     width = max(len(r[0]) for r in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
     if cfg.get("out"):
