@@ -19,6 +19,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "export": ("simworld.commands:export", "write one stored episode as an mp4"),
     "import": ("simworld.commands:import_", "add a video file + actions file to a store as an episode"),
+    "train-tokenizer": (
+        "simworld.commands:train_tokenizer",
+        "train the video compression network (VAE) on a store",
+    ),
+    "train": ("simworld.commands:train", "train the world model's dynamics on a store (resumable)"),
+    "eval-model": ("simworld.commands:eval_model", "open-loop PSNR/SSIM, reward and termination scores"),
     "info": ("simworld.commands:info", "summarise an episode store"),
     "bench": (
         "simworld.commands:bench",

@@ -81,3 +81,23 @@ def bench(cfg: DictConfig) -> dict:
     from simworld.bench import run_bench
 
     return run_bench(_plain(cfg))
+
+
+def train_tokenizer(cfg: DictConfig) -> dict:
+    from simworld.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    return train_tokenizer(TokenizerTrainConfig(**_plain(cfg)))
+
+
+def train(cfg: DictConfig) -> dict:
+    from simworld.train.world_model import TrainConfig, train_world_model
+
+    result = train_world_model(TrainConfig(**_plain(cfg)))
+    print(f"trained {result['steps']} steps; model written to {result.get('model')}")
+    return result
+
+
+def eval_model(cfg: DictConfig) -> dict:
+    from simworld.evaluate import EvalConfig, run_eval
+
+    return run_eval(EvalConfig(**_plain(cfg)))

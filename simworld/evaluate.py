@@ -1,0 +1,130 @@
+"""``simworld eval-model``: open-loop rollouts on held-out episodes with their recorded actions.
+
+Each held-out episode is replayed from a few real context frames near its end, so every rollout
+covers the episode's last step: that is where terminations are, and a termination head that never
+fires would otherwise look perfect. Frames are compared with the ground truth at fixed horizons.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from simworld.data.store import EpisodeStore
+from simworld.metrics import psnr_uint8, ssim_uint8
+from simworld.world_model import WorldModel
+
+
+@dataclass
+class EvalConfig:
+    model: str = "runs/balls/model"
+    store: str = "data/balls"
+    episodes: int = 32  # held-out episodes to roll out (all if fewer)
+    context: int = 2  # real frames given before imagining
+    horizons: list[int] = field(default_factory=lambda: [1, 4, 16, 64])
+    val_fraction: float = 0.1  # must match training, so the episodes are truly held out
+    split_seed: int = 0
+    seed: int = 0
+    device: str = "cpu"
+    out: str | None = None  # JSON path; default <model>/eval.json
+    progress: bool = True
+
+
+def _windows(store: EpisodeStore, ids: list[int], context: int, horizon: int):
+    frames, actions, rewards, terms, valid = [], [], [], [], []
+    for eid in ids:
+        ep = store.load(eid)
+        T = ep.num_steps
+        start = max(0, T + 1 - (context + horizon))
+        n = min(horizon, T - (start + context - 1))  # imagined steps that have ground truth
+        if n < 1:
+            continue
+        pad = horizon - n
+        f = ep.frames[start : start + context + n]
+        a = ep.actions[start : start + context - 1 + n]
+        frames.append(np.concatenate([f, np.repeat(f[-1:], pad, 0)]))
+        actions.append(np.concatenate([a, np.repeat(a[-1:], pad, 0)]))
+        r = ep.rewards[start + context - 1 : start + context - 1 + n]
+        d = ep.terminated[start + context - 1 : start + context - 1 + n]
+        rewards.append(np.pad(r, (0, pad)))
+        terms.append(np.pad(d, (0, pad)))
+        valid.append(np.arange(horizon) < n)
+    return [np.stack(x) for x in (frames, actions, rewards, terms, valid)]
+
+
+@torch.no_grad()
+def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: EvalConfig) -> dict[str, Any]:
+    horizon = max(cfg.horizons)
+    frames, actions, rewards, terms, valid = _windows(store, ids, cfg.context, horizon)
+    b = len(frames)
+    if b == 0:
+        raise ValueError(f"no held-out episode is long enough for a {cfg.context}-frame context")
+    gen = torch.Generator(device=model.device).manual_seed(cfg.seed)
+    state = model.reset(frames[:, : cfg.context], actions[:, : cfg.context - 1], generator=gen)
+    psnr, ssim = np.zeros((b, horizon)), np.zeros((b, horizon))
+    pred_r, pred_t = np.zeros((b, horizon)), np.zeros((b, horizon))
+    for k in tqdm(range(horizon), desc="eval rollouts", disable=not cfg.progress):
+        out, _, r, p = model.step(state, actions[:, cfg.context - 1 + k])
+        truth = frames[:, cfg.context + k]
+        psnr[:, k], ssim[:, k] = psnr_uint8(out, truth), ssim_uint8(out, truth)
+        pred_r[:, k], pred_t[:, k] = r, p
+    result: dict[str, Any] = {"episodes": b, "context": cfg.context}
+    for h in cfg.horizons:
+        m = valid[:, h - 1]
+        result[f"psnr@{h}"] = float(np.mean(np.minimum(psnr[m, h - 1], 100.0))) if m.any() else None
+        result[f"ssim@{h}"] = float(np.mean(ssim[m, h - 1])) if m.any() else None
+        result[f"n@{h}"] = int(m.sum())
+    result["reward_mae"] = float(np.abs(pred_r - rewards)[valid].mean())
+    result["reward_true_mean"] = float(rewards[valid].mean())
+    fired, truth = (pred_t > 0.5) & valid, terms.astype(bool) & valid
+    tp = int((fired & truth).sum())
+    result["termination_precision"] = tp / int(fired.sum()) if fired.any() else None
+    result["termination_recall"] = tp / int(truth.sum()) if truth.any() else None
+    result["terminations"] = int(truth.sum())
+    result["psnr_by_step"] = [
+        float(np.mean(np.minimum(psnr[valid[:, k], k], 100.0))) for k in range(horizon) if valid[:, k].any()
+    ]
+    return result
+
+
+def print_table(result: dict[str, Any], horizons: list[int]) -> None:
+    print(f"open-loop rollouts on {result['episodes']} held-out episodes, {result['context']} context frames")
+    print("horizon  " + "  ".join(f"{h:>6}" for h in horizons))
+    for name in ("psnr", "ssim"):
+        vals = [result[f"{name}@{h}"] for h in horizons]
+        print(
+            f"{name:<8} "
+            + "  ".join(
+                "   n/a" if v is None else f"{v:6.3f}" if name == "ssim" else f"{v:6.2f}" for v in vals
+            )
+        )
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    print(
+        f"reward MAE {result['reward_mae']:.4f} (true mean reward {result['reward_true_mean']:.4f}); "
+        f"termination precision {fmt(result['termination_precision'])}, "
+        f"recall {fmt(result['termination_recall'])} over {result['terminations']} terminations"
+    )
+
+
+def run_eval(cfg: EvalConfig) -> dict[str, Any]:
+    model = WorldModel.from_pretrained(cfg.model, device=cfg.device)
+    store = EpisodeStore(cfg.store)
+    if store.meta.world_id != model.cfg.world_id:
+        raise ValueError(
+            f"model {cfg.model} was trained on {model.cfg.world_id}, store {cfg.store} holds "
+            f"{store.meta.world_id}"
+        )
+    _, val_ids = store.split(cfg.val_fraction, seed=cfg.split_seed)
+    ids = val_ids[: cfg.episodes]
+    result = evaluate_model(model, store, ids, cfg)
+    print_table(result, cfg.horizons)
+    out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return result

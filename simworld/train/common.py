@@ -1,0 +1,65 @@
+"""Pieces every training loop here shares: schedule, EMA, deterministic batches, devices, DDP."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from simworld.data.windows import WindowDataset, collate_windows
+
+
+def warmup_cosine(step: int, total: int, warmup: int, floor: float = 0.1) -> float:
+    """LR multiplier: linear warmup, then cosine decay to ``floor``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+def batch_for_step(ds: WindowDataset, batch_size: int, seed: int, step: int, rank: int = 0) -> dict:
+    """The batch of a given step, a pure function of (seed, step, rank): resuming replays the same data."""
+    rng = np.random.default_rng([seed, step, rank])
+    idx = rng.integers(0, len(ds), size=batch_size)
+    return {
+        k: torch.as_tensor(np.asarray(v)) if not isinstance(v, dict) else v
+        for k, v in collate_windows([ds[int(i)] for i in idx]).items()
+    }
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device} requested but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast where asked for (CUDA, and CPUs that support it); a no-op for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size), starting the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return (dist.get_rank() if world > 1 else 0), world

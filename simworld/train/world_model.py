@@ -1,0 +1,176 @@
+"""``simworld train``: fit the dynamics (diffusion transformer + heads) on windows from an episode store."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
+
+from simworld.data.store import EpisodeStore
+from simworld.data.windows import WindowDataset
+from simworld.train.common import (
+    autocast,
+    batch_for_step,
+    distributed,
+    ema_update,
+    resolve_device,
+    warmup_cosine,
+)
+from simworld.train.state import load_training_state, save_training_state
+from simworld.world_model import WorldModel, WorldModelConfig
+
+
+@dataclass
+class TrainConfig:
+    store: str = "data/balls"
+    out: str = "runs/balls"
+    tokenizer: dict = field(default_factory=lambda: {"kind": "identity", "unshuffle": 4})
+    tokenizer_path: str | None = None  # a trained tokenizer directory (overrides `tokenizer`)
+    dynamics: dict = field(default_factory=lambda: {"size": "S", "context": 8})
+    diffusion: dict = field(default_factory=dict)
+    window: int = 8  # frames per training window
+    batch_size: int = 16
+    accumulate: int = 1  # gradient accumulation steps per optimizer step
+    steps: int = 2000
+    lr: float = 3e-4
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    precision: str = "fp32"  # fp32 | bf16
+    device: str = "cpu"  # cpu | cuda | auto
+    num_threads: int | None = None
+    val_fraction: float = 0.1
+    log_every: int = 10
+    ckpt_every: int = 200
+    bank_size: int = 256  # start-frame bank: real context windows shipped with the model
+    bank_frames: int = 3
+    seed: int = 0
+    resume: bool = False
+    progress: bool = True
+
+
+def _model_config(cfg: TrainConfig, store: EpisodeStore) -> WorldModelConfig:
+    tokenizer = dict(cfg.tokenizer)
+    if cfg.tokenizer_path:
+        tokenizer = json.loads((Path(cfg.tokenizer_path) / "tokenizer.json").read_text())
+    return WorldModelConfig(
+        world_id=store.meta.world_id,
+        frame_size=tuple(store.meta.frame_size),
+        action_space=store.meta.action_space,
+        fps=store.meta.fps,
+        world_params=store.meta.world_params,
+        tokenizer=tokenizer,
+        dynamics=dict(cfg.dynamics),
+        diffusion=dict(cfg.diffusion),
+    )
+
+
+def start_bank(
+    store: EpisodeStore, ids: list[int], size: int, frames: int, seed: int
+) -> dict[str, np.ndarray]:
+    """``size`` real context windows (frames + actions between them) to start dreams from."""
+    ds = WindowDataset(store, frames, episode_ids=ids)
+    rng = np.random.default_rng([seed, 0xBA4C])
+    pick = rng.choice(len(ds), size=min(size, len(ds)), replace=False)
+    items = [ds[int(i)] for i in np.sort(pick)]
+    return {
+        "frames": np.stack([it["frames"] for it in items]),
+        "actions": np.stack([it["actions"] for it in items]),
+        "episode": np.array([it["episode"] for it in items]),
+        "start": np.array([it["start"] for it in items]),
+    }
+
+
+def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
+    """Train, checkpointing every ``ckpt_every`` steps; ``resume=True`` continues from the last checkpoint."""
+    rank, world = distributed()
+    device = resolve_device(cfg.device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed + rank)
+    store = EpisodeStore(cfg.store)
+    train_ids, val_ids = store.split(cfg.val_fraction, seed=cfg.seed)
+    ds = WindowDataset(store, cfg.window, episode_ids=train_ids)
+    if len(ds) == 0:
+        raise ValueError(f"no training window of {cfg.window} frames in {cfg.store}: collect longer episodes")
+    out = Path(cfg.out)
+    model = WorldModel(_model_config(cfg, store)).to(device)
+    if cfg.tokenizer_path:
+        from simworld.models.vae import load_tokenizer
+
+        model.tokenizer.load_state_dict(load_tokenizer(cfg.tokenizer_path).state_dict())
+    ema = copy.deepcopy(model).requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup))
+    step = 0
+    ckpt = out / "checkpoint"
+    if not cfg.resume and (ckpt / "trainer.json").exists():
+        raise FileExistsError(
+            f"{ckpt} holds a checkpoint: pass resume=true to continue it, or choose another out="
+        )
+    if cfg.resume and (ckpt / "trainer.json").exists():
+        step = load_training_state(ckpt, model, opt, ema, device)["step"]
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup), last_epoch=step - 1
+        )
+    net = DDP(model) if world > 1 else model
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(cfg.__dict__, indent=2, default=str))
+        writer = SummaryWriter(str(out / "tb"))
+    bar = tqdm(total=cfg.steps, initial=step, desc="train world model", disable=not cfg.progress or rank > 0)
+    model.train()
+    t_last, frames_seen, logs = time.perf_counter(), 0, {}
+    while step < cfg.steps:
+        opt.zero_grad(set_to_none=True)
+        for micro in range(cfg.accumulate):
+            batch = batch_for_step(ds, cfg.batch_size, cfg.seed, step * cfg.accumulate + micro, rank)
+            with autocast(device, cfg.precision):
+                loss, logs = net(batch)
+            (loss / cfg.accumulate).backward()
+            frames_seen += batch["frames"].shape[0] * batch["frames"].shape[1]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        ema_update(ema, model, cfg.ema_decay)
+        step += 1
+        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            now = time.perf_counter()
+            fps = frames_seen * world / (now - t_last)
+            t_last, frames_seen = now, 0
+            logs.update(
+                {
+                    "train/grad_norm": float(grad_norm),
+                    "train/lr": sched.get_last_lr()[0],
+                    "perf/frames_per_s": fps,
+                }
+            )
+            for k, v in logs.items():
+                writer.add_scalar(k, v, step)
+            bar.set_postfix(loss=f"{logs['train/loss']:.4f}", fps=f"{fps:.0f}")
+        bar.update(1)
+        if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+            save_training_state(ckpt, model, opt, step, ema)
+    bar.close()
+    result: dict[str, Any] = {"steps": step, "last": logs}
+    if rank == 0:
+        bank_ids = train_ids if train_ids else val_ids
+        ema.save_pretrained(
+            out / "model", start_bank(store, bank_ids, cfg.bank_size, cfg.bank_frames, cfg.seed)
+        )
+        writer.close()
+        result["model"] = str(out / "model")
+    return result

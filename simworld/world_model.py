@@ -1,0 +1,291 @@
+"""The ``WorldModel`` bundle: tokenizer + diffusion transformer + reward/termination heads + config.
+
+Training: ``loss, logs = model(batch)`` on windows of real frames. Inference is batched and
+autoregressive: ``state = model.reset(frames, actions)`` fills the KV cache from real context
+frames; each ``model.step(state, actions)`` samples the next frame with a few denoising passes of
+the new frame only, then one pass at the context noise level that writes it into the cache and
+reads the reward and termination heads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from simworld.checkpoint import (
+    CheckpointError,
+    atomic_save_tensors,
+    load_state_strict,
+    load_tensors,
+    read_json,
+    replace_dir,
+)
+from simworld.diffusion.edm import (
+    DiffusionConfig,
+    diffusion_losses,
+    head_losses,
+    precondition,
+    sample_training_sigmas,
+    sampling_sigmas,
+)
+from simworld.diffusion.sampler import sample
+from simworld.models.dit import DiT, DynamicsConfig
+from simworld.models.kv_cache import KVCache
+from simworld.models.tokenizer import IdentityTokenizer, IdentityTokenizerConfig, frames_to_tensor
+
+FORMAT_VERSION = 1
+CONFIG_FILE, WEIGHTS_FILE, BANK_FILE = "config.json", "model.safetensors", "start_bank.safetensors"
+
+
+@dataclass
+class WorldModelConfig:
+    world_id: str = "simworld/Balls-v0"
+    frame_size: tuple[int, int] = (64, 64)
+    action_space: dict = field(default_factory=lambda: {"type": "Discrete", "n": 3, "start": 0})
+    fps: float = 15.0
+    world_params: dict = field(default_factory=dict)
+    tokenizer: dict = field(default_factory=lambda: {"kind": "identity", "unshuffle": 4})
+    dynamics: dict = field(default_factory=dict)  # DynamicsConfig fields (latent channels are filled in)
+    diffusion: dict = field(default_factory=dict)  # DiffusionConfig fields
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def build_tokenizer(cfg: dict, frame_size: tuple[int, int]) -> nn.Module:
+    kind = cfg.get("kind", "identity")
+    args = {k: v for k, v in cfg.items() if k != "kind"}
+    if kind == "identity":
+        return IdentityTokenizer(IdentityTokenizerConfig(frame_size=tuple(frame_size), **args))
+    if kind == "vae":
+        from simworld.models.vae import VAE, VAEConfig
+
+        args["frame_size"] = tuple(frame_size)
+        return VAE(VAEConfig(**args))
+    raise ValueError(f"unknown tokenizer kind {kind!r}; choose 'identity' or 'vae'")
+
+
+@dataclass
+class RolloutState:
+    """What a batch of imagined rollouts carries between steps."""
+
+    cache: KVCache
+    generator: torch.Generator | None
+    steps: torch.Tensor  # (b,) steps imagined since each element's reset
+
+
+class WorldModel(nn.Module):
+    def __init__(self, cfg: WorldModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = build_tokenizer(cfg.tokenizer, cfg.frame_size)
+        tok_cfg = self.tokenizer.cfg
+        self.latent_channels, self.latent_size = tok_cfg.latent_channels, tuple(tok_cfg.latent_size)
+        dyn = {**cfg.dynamics, "latent_channels": self.latent_channels, "action_space": cfg.action_space}
+        self.dynamics = DiT(DynamicsConfig(**dyn))
+        self.diffusion = DiffusionConfig(**cfg.diffusion)
+        self.tokenizer.requires_grad_(False)  # trained on its own; frozen while the dynamics learn
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.dynamics.parameters()).device
+
+    @property
+    def context(self) -> int:
+        return self.dynamics.cfg.context
+
+    @property
+    def discrete(self) -> bool:
+        return self.cfg.action_space["type"] == "Discrete"
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Diffusion-forcing loss on windows: ``frames (b, t, H, W, 3)`` uint8, ``actions (b, t-1, ...)``,
+        ``rewards (b, t-1)``, ``terminated (b, t-1)``."""
+        x = frames_to_tensor(batch["frames"], self.device)  # (b, t, 3, H, W)
+        b, t = x.shape[:2]
+        with torch.no_grad():
+            clean = self.tokenizer.encode(x)  # (b, t, c, h, w)
+        sigma = sample_training_sigmas(b, t, self.diffusion, clean.device)  # (b, t)
+        noisy = clean + sigma[..., None, None, None] * torch.randn_like(clean)
+        pre = precondition(sigma[..., None, None, None], self.diffusion.sigma_data)
+        actions, valid = self.previous_actions(batch["actions"].to(self.device), t)
+        out, reward, term = self.dynamics(pre.c_in * noisy, pre.c_noise[..., 0, 0, 0], actions, valid)
+        denoise = diffusion_losses(out.float(), clean, noisy, pre)  # (b, t)
+        # the heads are read at the context noise level in rollouts: train them where the frame is that clean
+        readable = sigma[:, 1:] <= self.diffusion.context_sigma_max + self.diffusion.sigma_min
+        r_loss, t_loss = head_losses(
+            reward.float(),
+            term.float(),
+            batch["rewards"].to(self.device).float(),
+            batch["terminated"].to(self.device),
+            readable,
+            self.diffusion,
+        )
+        loss = (
+            denoise.mean()
+            + self.diffusion.reward_weight * r_loss
+            + self.diffusion.termination_weight * t_loss
+        )
+        logs = {
+            "train/loss": loss.item(),
+            "train/denoise": denoise.mean().item(),
+            "train/denoise_last": denoise[:, -1].mean().item(),
+            "train/reward_mse": r_loss.item(),
+            "train/termination_bce": t_loss.item(),
+        }
+        return loss, logs
+
+    def previous_actions(self, actions: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actions between frames ``(b, t-1, ...)`` -> the action that led to each frame ``(b, t, ...)`` + validity."""
+        b = actions.shape[0]
+        pad = torch.zeros((b, 1, *actions.shape[2:]), dtype=actions.dtype, device=actions.device)
+        shifted = torch.cat([pad, actions], dim=1)[:, :t]
+        valid = torch.ones(b, t, dtype=torch.bool, device=actions.device)
+        valid[:, 0] = False
+        return shifted, valid
+
+    # ------------------------------------------------------------------ inference
+    def _denoiser(self, actions: torch.Tensor, valid: torch.Tensor, cache: KVCache, write: bool):
+        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            pre = precondition(sigma[:, None, None, None, None], self.diffusion.sigma_data)
+            out, reward, term = self.dynamics.forward_cached(
+                pre.c_in * x, pre.c_noise[:, :, 0, 0, 0], actions, valid, cache, write=write
+            )
+            denoise.heads = (reward[:, 0], term[:, 0])
+            return pre.c_skip * x + pre.c_out * out.float()
+
+        return denoise
+
+    def new_state(self, batch: int, generator: torch.Generator | None = None) -> RolloutState:
+        d = self.dynamics.cfg
+        p = d.patch_size
+        grid = (self.latent_size[0] // p, self.latent_size[1] // p)
+        cache = KVCache(d.depth, batch, d.heads, d.dim // d.heads, grid, d.context, device=self.device)
+        return RolloutState(cache, generator, torch.zeros(batch, dtype=torch.long))
+
+    def _write(self, latent: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor, state: RolloutState):
+        """Hold a clean latent ``(b, 1, c, h, w)`` at the context noise level and add it to the cache."""
+        sigma = torch.full((latent.shape[0],), self.diffusion.context_sigma, device=latent.device)
+        noise = torch.randn(latent.shape, generator=state.generator, device=latent.device)
+        denoise = self._denoiser(actions, valid, state.cache, write=True)
+        denoise(latent + sigma[:, None, None, None, None] * noise, sigma)
+        return denoise.heads
+
+    @torch.no_grad()
+    def reset(
+        self,
+        frames: np.ndarray | torch.Tensor,
+        actions: np.ndarray | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> RolloutState:
+        """Start rollouts from real context: ``frames (b, t0, H, W, 3)`` uint8 and the ``t0 - 1`` actions between them."""
+        frames = torch.as_tensor(np.asarray(frames))
+        if frames.ndim != 5 or tuple(frames.shape[2:]) != (*self.cfg.frame_size, 3):
+            raise ValueError(
+                f"context frames must be uint8 (batch, t, {self.cfg.frame_size[0]}, {self.cfg.frame_size[1]}, 3), "
+                f"got shape {tuple(frames.shape)}"
+            )
+        b, t0 = frames.shape[:2]
+        if actions is None:
+            actions = torch.zeros((b, t0 - 1, *self._action_shape()), dtype=self._action_dtype())
+        actions = torch.as_tensor(np.asarray(actions)).to(self.device)
+        if actions.shape[:2] != (b, t0 - 1):
+            raise ValueError(
+                f"context actions must have shape ({b}, {t0 - 1}, ...), got {tuple(actions.shape)}"
+            )
+        state = self.new_state(b, generator)
+        frames = frames[:, -self.context :]  # only the window the model can see
+        actions = actions[:, -(frames.shape[1] - 1) :] if frames.shape[1] > 1 else actions[:, :0]
+        latents = self.tokenizer.encode(frames_to_tensor(frames, self.device))  # (b, t0, c, h, w)
+        prev, valid = self.previous_actions(actions, latents.shape[1])
+        for i in range(latents.shape[1]):
+            self._write(latents[:, i : i + 1], prev[:, i : i + 1], valid[:, i : i + 1], state)
+        return state
+
+    @torch.no_grad()
+    def step(
+        self, state: RolloutState, actions: np.ndarray | torch.Tensor, decode: bool = True
+    ) -> tuple[np.ndarray | None, torch.Tensor, np.ndarray, np.ndarray]:
+        """Imagine one step for every batch element.
+
+        Args:
+            actions: ``(b,)`` ints (Discrete) or ``(b, *shape)`` floats (Box).
+            decode: also decode the new latent to pixels (off for agents that read latents).
+
+        Returns:
+            ``(frames uint8 (b, H, W, 3) or None, latents (b, c, h, w), rewards (b,), termination probability (b,))``
+        """
+        a = torch.as_tensor(np.asarray(actions), device=self.device)[:, None]  # (b, 1, ...)
+        valid = torch.ones(a.shape[0], 1, dtype=torch.bool, device=self.device)
+        shape = (a.shape[0], 1, self.latent_channels, *self.latent_size)
+        sigmas = sampling_sigmas(self.diffusion, device=self.device)
+        latent = sample(
+            self._denoiser(a, valid, state.cache, write=False),
+            shape,
+            sigmas,
+            self.diffusion.sampler,
+            state.generator,
+            self.device,
+        )
+        reward, term = self._write(latent, a, valid, state)
+        state.steps += 1
+        frames = None
+        if decode:
+            from simworld.models.tokenizer import tensor_to_frames
+
+            frames = tensor_to_frames(self.tokenizer.decode(latent)[:, 0])
+        return frames, latent[:, 0], reward.float().cpu().numpy(), torch.sigmoid(term.float()).cpu().numpy()
+
+    def _action_shape(self) -> tuple[int, ...]:
+        return () if self.discrete else tuple(self.cfg.action_space["shape"])
+
+    def _action_dtype(self) -> torch.dtype:
+        return torch.long if self.discrete else torch.float32
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, path: str | Path, start_bank: dict[str, np.ndarray] | None = None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and optionally ``start_bank.safetensors`` atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        (tmp / CONFIG_FILE).write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        atomic_save_tensors(tmp / WEIGHTS_FILE, self.state_dict(), {"format_version": FORMAT_VERSION})
+        bank = start_bank if start_bank is not None else getattr(self, "start_bank", None)
+        if bank is not None:
+            atomic_save_tensors(tmp / BANK_FILE, {k: torch.as_tensor(np.asarray(v)) for k, v in bank.items()})
+        replace_dir(tmp, path)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> WorldModel:
+        """Rebuild a model from its directory; every problem is a ``CheckpointError`` naming the file."""
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"no world-model checkpoint at {path} (expected a directory with {CONFIG_FILE})"
+            )
+        raw = read_json(path / CONFIG_FILE)
+        version = raw.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path / CONFIG_FILE} has format_version {version!r}; this simworld reads {FORMAT_VERSION}"
+            )
+        try:
+            cfg = WorldModelConfig(**raw)
+            model = cls(cfg)
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{path / CONFIG_FILE} does not describe a valid world model: {e}") from e
+        load_state_strict(model, load_tensors(path / WEIGHTS_FILE), str(path / WEIGHTS_FILE))
+        if (path / BANK_FILE).exists():
+            model.start_bank = {k: v.numpy() for k, v in load_tensors(path / BANK_FILE).items()}
+        return model.to(device).eval()

@@ -1,0 +1,142 @@
+"""The world model end to end on tiny configs: learning, rollouts, persistence, resume, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from simworld.checkpoint import CheckpointError
+from simworld.data.collect import CollectConfig, collect
+from simworld.data.store import EpisodeStore
+from simworld.data.windows import WindowDataset
+from simworld.evaluate import EvalConfig, evaluate_model
+from simworld.train.common import batch_for_step
+from simworld.train.world_model import TrainConfig, train_world_model
+from simworld.world_model import WorldModel, WorldModelConfig
+from simworld.worlds import WorldConfig
+
+TINY = {"size": "tiny", "context": 4}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    out = tmp_path_factory.mktemp("store") / "balls"
+    collect(
+        CollectConfig(world=WorldConfig(), out=str(out), episodes=6, workers=1, max_steps=40, progress=False)
+    )
+    return EpisodeStore(out)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return WorldModel(WorldModelConfig(dynamics=TINY))
+
+
+def test_tiny_model_overfits_one_batch(store):
+    model = tiny_model()
+    batch = batch_for_step(WindowDataset(store, 4), 4, seed=0, step=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    first = np.mean([model(batch)[1]["train/denoise"] for _ in range(5)])
+    for _ in range(150):
+        loss, _ = model(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.manual_seed(0)
+    last = np.mean([model(batch)[1]["train/denoise"] for _ in range(5)])
+    assert last < 0.5 * first, (first, last)
+
+
+def rollout(model, frames, actions, steps=3, seed=0):
+    state = model.reset(frames, actions, generator=torch.Generator().manual_seed(seed))
+    outs = [model.step(state, np.array([i % 3, 2])) for i in range(steps)]
+    return np.stack([o[0] for o in outs]), np.stack([o[2] for o in outs]), np.stack([o[3] for o in outs])
+
+
+def test_rollout_shapes_and_seeded_determinism(store):
+    model = tiny_model().eval()
+    ep = store.load(0)
+    frames = np.stack([ep.frames[:3], ep.frames[1:4]])
+    actions = np.stack([ep.actions[:2], ep.actions[1:3]])
+    f1, r1, t1 = rollout(model, frames, actions)
+    assert f1.shape == (3, 2, 64, 64, 3) and f1.dtype == np.uint8
+    assert r1.shape == (3, 2) and np.all((t1 >= 0) & (t1 <= 1))
+    f2, _, _ = rollout(model, frames, actions)
+    np.testing.assert_array_equal(f1, f2)
+    f3, _, _ = rollout(model, frames, actions, seed=1)
+    assert not np.array_equal(f1, f3)
+
+
+def test_save_load_round_trip_gives_identical_rollouts(store, tmp_path):
+    model = tiny_model(seed=3).eval()
+    bank = {"frames": store.load(0).frames[None, :3], "actions": store.load(0).actions[None, :2]}
+    model.save_pretrained(tmp_path / "m", start_bank=bank)
+    loaded = WorldModel.from_pretrained(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.start_bank["frames"], bank["frames"])
+    np.testing.assert_array_equal(
+        rollout(model, bank["frames"].repeat(2, 0), bank["actions"].repeat(2, 0))[0],
+        rollout(loaded, bank["frames"].repeat(2, 0), bank["actions"].repeat(2, 0))[0],
+    )
+    assert not list(tmp_path.glob(".m.*")), "temporary directories are cleaned up"
+
+
+def test_resume_matches_an_uninterrupted_run(store, tmp_path):
+    common = dict(
+        store=str(store.root),
+        dynamics=TINY,
+        window=4,
+        batch_size=2,
+        bank_size=4,
+        progress=False,
+        ckpt_every=2,
+        warmup=2,
+        steps=4,
+    )
+    train_world_model(TrainConfig(out=str(tmp_path / "a"), **common))
+    train_world_model(TrainConfig(out=str(tmp_path / "b"), **{**common, "steps": 2}))
+    with pytest.raises(FileExistsError, match="resume"):
+        train_world_model(TrainConfig(out=str(tmp_path / "b"), **common))
+    train_world_model(TrainConfig(out=str(tmp_path / "b"), resume=True, **common))
+    a = WorldModel.from_pretrained(tmp_path / "a" / "model").state_dict()
+    b = WorldModel.from_pretrained(tmp_path / "b" / "model").state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_bad_checkpoints_get_clear_errors(tmp_path):
+    model = tiny_model()
+    with pytest.raises(FileNotFoundError, match="no world-model checkpoint"):
+        WorldModel.from_pretrained(tmp_path / "nope")
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage" * 10)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        WorldModel.from_pretrained(tmp_path / "m")
+    model.save_pretrained(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["dynamics"]["dim"] = 96
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        WorldModel.from_pretrained(tmp_path / "m")
+    cfg["format_version"] = 99
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="format_version"):
+        WorldModel.from_pretrained(tmp_path / "m")
+
+
+def test_bad_rollout_inputs(store):
+    model = tiny_model().eval()
+    with pytest.raises(ValueError, match="context frames"):
+        model.reset(np.zeros((1, 2, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="context actions"):
+        model.reset(np.zeros((1, 2, 64, 64, 3), np.uint8), np.zeros((1, 3), np.int64))
+
+
+def test_evaluate_reports_every_horizon(store):
+    model = tiny_model().eval()
+    cfg = EvalConfig(horizons=[1, 4, 16], context=2, progress=False)
+    result = evaluate_model(model, store, store.episode_ids[:3], cfg)
+    for h in (1, 4, 16):
+        assert result[f"psnr@{h}"] is not None and 0 < result[f"ssim@{h}"] <= 1
+    assert result["terminations"] >= 0 and result["reward_mae"] >= 0
