@@ -32,6 +32,8 @@ class EvalConfig:
     split_seed: int = 0
     seed: int = 0
     device: str = "cpu"
+    steps: int | None = None  # denoising steps per frame (None: the model's default)
+    sampler: str | None = None  # euler | heun (None: the model's default)
     out: str | None = None  # JSON path; default <model>/eval.json
     progress: bool = True
 
@@ -74,7 +76,12 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
         truth = frames[:, cfg.context + k]
         psnr[:, k], ssim[:, k] = psnr_uint8(out, truth), ssim_uint8(out, truth)
         pred_r[:, k], pred_t[:, k] = r, p
-    result: dict[str, Any] = {"episodes": b, "context": cfg.context}
+    result: dict[str, Any] = {
+        "episodes": b,
+        "context": cfg.context,
+        "sampler": model.diffusion.sampler,
+        "denoising_steps": model.diffusion.steps,
+    }
     for h in cfg.horizons:
         m = valid[:, h - 1]
         result[f"psnr@{h}"] = float(np.mean(np.minimum(psnr[m, h - 1], 100.0))) if m.any() else None
@@ -94,7 +101,10 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
 
 
 def print_table(result: dict[str, Any], horizons: list[int]) -> None:
-    print(f"open-loop rollouts on {result['episodes']} held-out episodes, {result['context']} context frames")
+    print(
+        f"open-loop rollouts on {result['episodes']} held-out episodes, {result['context']} context frames, "
+        f"{result['sampler']} x {result['denoising_steps']} denoising steps"
+    )
     print("horizon  " + "  ".join(f"{h:>6}" for h in horizons))
     for name in ("psnr", "ssim"):
         vals = [result[f"{name}@{h}"] for h in horizons]
@@ -114,6 +124,10 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     model = WorldModel.from_pretrained(cfg.model, device=cfg.device)
+    if cfg.steps is not None:
+        model.diffusion.steps = int(cfg.steps)
+    if cfg.sampler is not None:
+        model.diffusion.sampler = cfg.sampler
     store = EpisodeStore(cfg.store)
     if store.meta.world_id != model.cfg.world_id:
         raise ValueError(

@@ -18,9 +18,19 @@ WORLD_IDS: dict[str, tuple[str, int, dict]] = {
 }
 
 
+DREAM_ID = "simworld/Dream-v0"
+
+
 def register_envs() -> None:
     """Register the ``simworld/`` ids with gymnasium (idempotent)."""
     for env_id, (entry_point, max_steps, kwargs) in WORLD_IDS.items():
         if env_id in gym.registry:
             continue
         gym.register(id=env_id, entry_point=entry_point, max_episode_steps=max_steps, kwargs=dict(kwargs))
+    if DREAM_ID not in gym.registry:
+        gym.register(
+            id=DREAM_ID,
+            entry_point="envs.dream:DreamEnv",
+            vector_entry_point="envs.dream:DreamVectorEnv",
+            max_episode_steps=1000,
+        )

@@ -187,8 +187,14 @@ class WorldModel(nn.Module):
         frames: np.ndarray | torch.Tensor,
         actions: np.ndarray | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        state: RolloutState | None = None,
+        mask: np.ndarray | torch.Tensor | None = None,
     ) -> RolloutState:
-        """Start rollouts from real context: ``frames (b, t0, H, W, 3)`` uint8 and the ``t0 - 1`` actions between them."""
+        """Start rollouts from real context: ``frames (b, t0, H, W, 3)`` uint8 and the ``t0 - 1`` actions between them.
+
+        With ``state`` and a boolean ``mask`` over its batch, only the masked elements restart (from
+        ``frames`` of those elements, in order); the others keep their context untouched.
+        """
         frames = torch.as_tensor(np.asarray(frames))
         if frames.ndim != 5 or tuple(frames.shape[2:]) != (*self.cfg.frame_size, 3):
             raise ValueError(
@@ -203,13 +209,23 @@ class WorldModel(nn.Module):
             raise ValueError(
                 f"context actions must have shape ({b}, {t0 - 1}, ...), got {tuple(actions.shape)}"
             )
-        state = self.new_state(b, generator)
         frames = frames[:, -self.context :]  # only the window the model can see
         actions = actions[:, -(frames.shape[1] - 1) :] if frames.shape[1] > 1 else actions[:, :0]
+        if state is None:
+            target = state = self.new_state(b, generator)
+        else:
+            idx = torch.as_tensor(np.asarray(mask), device=state.cache.device).nonzero().flatten()
+            if len(idx) != b:
+                raise ValueError(f"mask selects {len(idx)} elements but {b} context windows were given")
+            target = RolloutState(state.cache.subset(idx), state.generator, state.steps[idx.cpu()])
+            target.cache.reset()
         latents = self.tokenizer.encode(frames_to_tensor(frames, self.device))  # (b, t0, c, h, w)
         prev, valid = self.previous_actions(actions, latents.shape[1])
         for i in range(latents.shape[1]):
-            self._write(latents[:, i : i + 1], prev[:, i : i + 1], valid[:, i : i + 1], state)
+            self._write(latents[:, i : i + 1], prev[:, i : i + 1], valid[:, i : i + 1], target)
+        if target is not state:
+            state.cache.assign(idx, target.cache)
+            state.steps[idx.cpu()] = 0
         return state
 
     @torch.no_grad()

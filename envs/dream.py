@@ -1,0 +1,294 @@
+"""The dream: Gymnasium environments whose frames, rewards and terminations come from a world model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from simworld.data.spaces import spec_to_space
+from simworld.world_model import WorldModel
+
+OBS_MODES = ("rgb", "latent")
+
+
+def load_model(checkpoint: str | Path | WorldModel | None, device: str | torch.device) -> WorldModel:
+    if checkpoint is None:
+        raise ValueError("the dream needs a world model: pass checkpoint=<directory> (see `simworld train`)")
+    if isinstance(checkpoint, WorldModel):
+        return checkpoint.to(device).eval()
+    return WorldModel.from_pretrained(checkpoint, device=device)
+
+
+class DreamVectorEnv(VectorEnv):
+    """A batch of imagined environments stepped by one forward pass of a world model.
+
+    The observation is the generated frame, ``uint8 (H, W, 3)`` (``obs_mode="rgb"``), or its latent,
+    ``float32 (C, h, w)`` (``obs_mode="latent"``, no pixel decoding). The action space is the one the
+    model was trained with. Rewards and terminations come from the model's heads: an episode
+    terminates when the predicted termination probability exceeds ``termination_threshold`` and is
+    truncated after ``max_episode_steps`` imagined steps.
+
+    ``reset`` starts every sub-environment from a random window of the model's start-frame bank, or
+    from ``options={"frames": (t0, H, W, 3) or (num_envs, t0, H, W, 3), "actions": ...}`` (image-to-world).
+    ``options={"reset_mask": bool array}`` restarts only some sub-environments. After an episode ends,
+    the next ``step`` resets it and ignores its action (Gymnasium's next-step autoreset); with
+    ``autoreset_mode=AutoresetMode.SAME_STEP`` the reset happens in the same step and the last frame
+    is in ``info["final_obs"]``.
+
+    ``info`` holds ``step`` (imagined steps since reset) and ``termination_prob`` per sub-environment.
+
+    Each step runs only the new frame through the transformer: past frames live in a KV cache over
+    a sliding window of ``context`` frames, so cost and memory stay flat however long it runs.
+
+    Args:
+        num_envs: batch size.
+        checkpoint: a ``WorldModel`` directory (``simworld train``) or a loaded ``WorldModel``.
+        device: ``"cpu"``, ``"cuda"``, ...
+        obs_mode: ``"rgb"`` or ``"latent"``.
+        max_episode_steps: truncation horizon (None: never truncate).
+        termination_threshold: probability above which the termination head ends an episode.
+        denoising_steps: override the model's number of sampler steps per frame.
+        autoreset_mode: ``NEXT_STEP`` (default) or ``SAME_STEP``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        checkpoint: str | Path | WorldModel | None = None,
+        device: str = "cpu",
+        obs_mode: str = "rgb",
+        max_episode_steps: int | None = 1000,
+        termination_threshold: float = 0.5,
+        denoising_steps: int | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        render_mode: str | None = "rgb_array",
+    ) -> None:
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        self.model = load_model(checkpoint, device)
+        if denoising_steps is not None:
+            self.model.diffusion.steps = int(denoising_steps)
+        self.num_envs = int(num_envs)
+        self.obs_mode = obs_mode
+        self.max_episode_steps = max_episode_steps
+        self.termination_threshold = termination_threshold
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.render_mode = render_mode
+        self.metadata = {
+            **self.metadata,
+            "autoreset_mode": self.autoreset_mode,
+            "render_fps": self.model.cfg.fps,
+        }
+        cfg = self.model.cfg
+        h, w = cfg.frame_size
+        if obs_mode == "rgb":
+            self.single_observation_space = spaces.Box(0, 255, (h, w, 3), np.uint8)
+        else:
+            shape = (self.model.latent_channels, *self.model.latent_size)
+            self.single_observation_space = spaces.Box(-np.inf, np.inf, shape, np.float32)
+        self.single_action_space = spec_to_space(cfg.action_space)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.bank = getattr(self.model, "start_bank", None)
+        self._state = None
+        self._rngs = [np.random.default_rng() for _ in range(self.num_envs)]
+        self._generator = torch.Generator(device=self.model.device)
+        self._generator.seed()
+        self._steps = np.zeros(self.num_envs, dtype=np.int64)
+        self._done = np.zeros(self.num_envs, dtype=bool)
+        self._obs = None
+        self._frames = None  # last decoded frames, for render()
+
+    # ---------------------------------------------------------------- helpers
+    def _context(self, idx: np.ndarray, options: dict | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Context frames/actions for sub-environments ``idx``: the user's, or random bank windows."""
+        if options and options.get("frames") is not None:
+            frames = np.asarray(options["frames"])
+            actions = options.get("actions")
+            if frames.ndim == 4:  # one context for every sub-environment
+                frames = np.repeat(frames[None], len(idx), axis=0)
+                if actions is not None:
+                    actions = np.repeat(np.asarray(actions)[None], len(idx), axis=0)
+            elif frames.shape[0] == self.num_envs:
+                frames = frames[idx]
+                actions = None if actions is None else np.asarray(actions)[idx]
+            if frames.ndim != 5 or frames.shape[0] != len(idx) or frames.dtype != np.uint8:
+                raise ValueError(
+                    f"options['frames'] must be uint8 (t0, H, W, 3) or (num_envs, t0, H, W, 3), got "
+                    f"{frames.dtype} {frames.shape}"
+                )
+            return frames, actions
+        if self.bank is None:
+            raise ValueError("this checkpoint has no start-frame bank: pass reset(options={'frames': ...})")
+        pick = [int(self._rngs[i].integers(len(self.bank["frames"]))) for i in idx]
+        return self.bank["frames"][pick], self.bank["actions"][pick]
+
+    def _restart(self, mask: np.ndarray, options: dict | None) -> None:
+        idx = np.flatnonzero(mask)
+        frames, actions = self._context(idx, options)
+        if self._state is None or mask.all():
+            self._state = self.model.reset(frames, actions, generator=self._generator)
+        else:
+            self.model.reset(frames, actions, generator=self._generator, state=self._state, mask=mask)
+        last = frames[:, -1]  # (k, H, W, 3)
+        self._steps[idx] = 0
+        self._done[idx] = False
+        if self._frames is None:
+            self._frames = np.zeros((self.num_envs, *last.shape[1:]), np.uint8)
+        self._frames[idx] = last
+        if self.obs_mode == "rgb":
+            obs = last
+        else:
+            from simworld.models.tokenizer import frames_to_tensor
+
+            with torch.no_grad():
+                obs = self.model.tokenizer.encode(frames_to_tensor(last[:, None], self.model.device))[:, 0]
+            obs = obs.float().cpu().numpy()
+        if self._obs is None:
+            self._obs = np.zeros(
+                (self.num_envs, *self.single_observation_space.shape), self.single_observation_space.dtype
+            )
+        self._obs[idx] = obs
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        a = np.asarray(actions)
+        space = self.single_action_space
+        if isinstance(space, spaces.Discrete):
+            ok = a.shape == (self.num_envs,) and np.issubdtype(a.dtype, np.integer)
+            ok = ok and bool(np.all((a >= space.start) & (a < space.start + space.n)))
+        else:
+            a = a.astype(space.dtype) if np.issubdtype(a.dtype, np.floating) else a
+            ok = a.shape == (self.num_envs, *space.shape) and np.issubdtype(a.dtype, np.floating)
+            ok = ok and bool(np.all((a >= space.low) & (a <= space.high)))
+        if not ok:
+            raise ValueError(
+                f"actions must be a batch of {self.num_envs} from {space} (array of shape "
+                f"{(self.num_envs, *space.shape)}), got {a.dtype} array of shape {a.shape}: {a!r}"
+            )
+        return a
+
+    def _info(self, prob: np.ndarray | None = None) -> dict[str, Any]:
+        p = np.zeros(self.num_envs, np.float32) if prob is None else prob.astype(np.float32)
+        return {"step": self._steps.copy(), "termination_prob": p}
+
+    # ---------------------------------------------------------------- gymnasium API
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        if seed is not None:
+            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            self._rngs = [np.random.default_rng(s) for s in seeds]
+            self._generator.manual_seed(int(seeds[0]))
+        mask = np.ones(self.num_envs, dtype=bool)
+        if options and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"], dtype=bool)
+            if self._state is None and not mask.all():
+                raise ValueError("the first reset must reset every sub-environment")
+        self._restart(mask, options)
+        return self._obs.copy(), self._info()
+
+    def step(self, actions: Any):
+        if self._state is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        a = self._check_actions(actions)
+        autoreset = self._done.copy() if self.autoreset_mode == AutoresetMode.NEXT_STEP else None
+        decode = self.obs_mode == "rgb" or self.render_mode == "rgb_array"
+        frames, latents, rewards, prob = self.model.step(self._state, a, decode=decode)
+        self._steps += 1
+        obs = frames if self.obs_mode == "rgb" else latents.float().cpu().numpy()
+        if frames is not None:
+            self._frames = frames
+        self._obs = np.array(obs, copy=True)
+        terminated = prob > self.termination_threshold
+        truncated = (
+            (self._steps >= self.max_episode_steps) if self.max_episode_steps else np.zeros_like(terminated)
+        )
+        truncated &= ~terminated
+        rewards = rewards.astype(np.float32)
+        info = self._info(prob)
+        if autoreset is not None and autoreset.any():
+            # these finished last step: this step restarts them and their action is ignored
+            self._restart(autoreset, None)
+            rewards[autoreset], terminated[autoreset], truncated[autoreset] = 0.0, False, False
+            info["step"] = self._steps.copy()
+        self._done = terminated | truncated
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and self._done.any():
+            info["final_obs"] = np.array(self._obs, copy=True)
+            info["final_info"] = {k: v.copy() for k, v in info.items() if k != "final_obs"}
+            self._restart(self._done.copy(), None)
+            self._done[:] = False
+        return self._obs.copy(), rewards, terminated, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        """The current frame of every sub-environment, ``uint8 (num_envs, H, W, 3)``."""
+        return None if self._frames is None else self._frames.copy()
+
+
+class DreamEnv(gym.Env):
+    """A single imagined environment; see :class:`DreamVectorEnv` for everything it does.
+
+    ``gymnasium.make("simworld/Dream-v0", checkpoint=DIR)`` makes one; ``gymnasium.make_vec(
+    "simworld/Dream-v0", num_envs=N, vectorization_mode="vector_entry_point", checkpoint=DIR)`` makes
+    a natively batched :class:`DreamVectorEnv` that runs one forward pass for all N.
+
+    ## Version history
+    - v0: first version.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
+
+    def __init__(
+        self,
+        checkpoint: str | Path | WorldModel | None = None,
+        device: str = "cpu",
+        obs_mode: str = "rgb",
+        termination_threshold: float = 0.5,
+        denoising_steps: int | None = None,
+        render_mode: str | None = "rgb_array",
+    ) -> None:
+        self.vec = DreamVectorEnv(
+            1,
+            checkpoint,
+            device,
+            obs_mode,
+            None,
+            termination_threshold,
+            denoising_steps,
+            AutoresetMode.DISABLED,
+            render_mode,
+        )
+        self.model = self.vec.model
+        self.observation_space = self.vec.single_observation_space
+        self.action_space = self.vec.single_action_space
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": self.model.cfg.fps}
+        self._ended = False
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        seed = int(self.np_random.integers(2**31 - 1)) if seed is None else seed
+        if options and options.get("frames") is not None and np.asarray(options["frames"]).ndim == 4:
+            options = {**options, "frames": np.asarray(options["frames"])[None]}
+            if options.get("actions") is not None:
+                options["actions"] = np.asarray(options["actions"])[None]
+        obs, info = self.vec.reset(seed=seed, options=options)
+        self._ended = False
+        return obs[0], {k: v[0] for k, v in info.items()}
+
+    def step(self, action: Any):
+        if self._ended:
+            raise gym.error.ResetNeeded("the episode has ended: call reset() before step()")
+        obs, r, term, trunc, info = self.vec.step(np.asarray(action)[None])
+        self._ended = bool(term[0] or trunc[0])
+        return obs[0], float(r[0]), bool(term[0]), bool(trunc[0]), {k: v[0] for k, v in info.items()}
+
+    def render(self) -> np.ndarray | None:
+        frames = self.vec.render()
+        return None if frames is None else frames[0]
