@@ -1,5 +1,42 @@
 import os
 
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import simworld  # noqa: F401
+from simworld.world_model import WorldModel, WorldModelConfig
+
 # pygame (used by classic-control rendering) must never try to open a window in tests.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+
+def bank_from_world(n=6, t0=3, seed=0):
+    env = gym.make("simworld/Balls-v0")
+    frames, actions = [], []
+    for i in range(n):
+        obs, _ = env.reset(seed=seed + i)
+        f, a = [obs], []
+        for _ in range(t0 - 1):
+            act = env.unwrapped.heuristic_action()
+            f.append(env.step(act)[0])
+            a.append(act)
+        frames.append(np.stack(f))
+        actions.append(np.array(a, dtype=np.int64))
+    return {"frames": np.stack(frames), "actions": np.stack(actions)}
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A tiny random-weights Balls world model with a start bank, saved like a trained one."""
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(dynamics={"size": "tiny", "context": 4}))
+    with torch.no_grad():  # random weights everywhere so frames depend on context, actions and noise
+        for p in model.dynamics.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+        model.dynamics.term_head[-1].bias.fill_(-4.0)  # rarely terminates
+    path = tmp_path_factory.mktemp("ckpt") / "dream"
+    model.save_pretrained(path, start_bank=bank_from_world())
+    return path

@@ -10,35 +10,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import simworld  # noqa: F401
 from envs.dream import DreamEnv, DreamVectorEnv
 from simworld.diffusion.edm import precondition, sampling_sigmas
-from simworld.world_model import WorldModel, WorldModelConfig
-
-
-def bank_from_world(n=6, t0=3, seed=0):
-    env = gym.make("simworld/Balls-v0")
-    frames, actions = [], []
-    for i in range(n):
-        obs, _ = env.reset(seed=seed + i)
-        f, a = [obs], []
-        for _ in range(t0 - 1):
-            act = env.unwrapped.heuristic_action()
-            f.append(env.step(act)[0])
-            a.append(act)
-        frames.append(np.stack(f))
-        actions.append(np.array(a, dtype=np.int64))
-    return {"frames": np.stack(frames), "actions": np.stack(actions)}
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = WorldModel(WorldModelConfig(dynamics={"size": "tiny", "context": 4}))
-    with torch.no_grad():  # random weights everywhere so frames depend on context, actions and noise
-        for p in model.dynamics.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-        model.dynamics.term_head[-1].bias.fill_(-4.0)  # rarely terminates
-    path = tmp_path_factory.mktemp("ckpt") / "dream"
-    model.save_pretrained(path, start_bank=bank_from_world())
-    return path
+from simworld.world_model import WorldModel
+from tests.conftest import bank_from_world
 
 
 def test_check_env_gymnasium_and_sb3(checkpoint):
