@@ -12,7 +12,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from simworld.data.spaces import spec_to_space
+from simworld.data.spaces import check_action_array, spec_to_space
 from simworld.world_model import WorldModel
 
 OBS_MODES = ("rgb", "latent")
@@ -161,19 +161,9 @@ class DreamVectorEnv(VectorEnv):
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         a = np.asarray(actions)
-        space = self.single_action_space
-        if isinstance(space, spaces.Discrete):
-            ok = a.shape == (self.num_envs,) and np.issubdtype(a.dtype, np.integer)
-            ok = ok and bool(np.all((a >= space.start) & (a < space.start + space.n)))
-        else:
-            a = a.astype(space.dtype) if np.issubdtype(a.dtype, np.floating) else a
-            ok = a.shape == (self.num_envs, *space.shape) and np.issubdtype(a.dtype, np.floating)
-            ok = ok and bool(np.all((a >= space.low) & (a <= space.high)))
-        if not ok:
-            raise ValueError(
-                f"actions must be a batch of {self.num_envs} from {space} (array of shape "
-                f"{(self.num_envs, *space.shape)}), got {a.dtype} array of shape {a.shape}: {a!r}"
-            )
+        if isinstance(self.single_action_space, spaces.Box) and np.issubdtype(a.dtype, np.floating):
+            a = a.astype(self.single_action_space.dtype)
+        check_action_array(a, self.single_action_space, self.num_envs)
         return a
 
     def _info(self, prob: np.ndarray | None = None) -> dict[str, Any]:

@@ -10,12 +10,14 @@ reads the reward and termination heads.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
@@ -28,6 +30,7 @@ from simworld.checkpoint import (
     read_json,
     replace_dir,
 )
+from simworld.data.spaces import check_action_array, spec_to_space
 from simworld.diffusion.edm import (
     DiffusionConfig,
     diffusion_losses,
@@ -102,6 +105,10 @@ class WorldModel(nn.Module):
     @property
     def context(self) -> int:
         return self.dynamics.cfg.context
+
+    @functools.cached_property
+    def action_space(self) -> gym.Space:
+        return spec_to_space(self.cfg.action_space)
 
     @property
     def discrete(self) -> bool:
@@ -241,7 +248,9 @@ class WorldModel(nn.Module):
         Returns:
             ``(frames uint8 (b, H, W, 3) or None, latents (b, c, h, w), rewards (b,), termination probability (b,))``
         """
-        a = torch.as_tensor(np.asarray(actions), device=self.device)[:, None]  # (b, 1, ...)
+        actions = np.asarray(actions.cpu() if torch.is_tensor(actions) else actions)
+        check_action_array(actions, self.action_space, state.cache.batch)
+        a = torch.as_tensor(actions, device=self.device)[:, None]  # (b, 1, ...)
         valid = torch.ones(a.shape[0], 1, dtype=torch.bool, device=self.device)
         shape = (a.shape[0], 1, self.latent_channels, *self.latent_size)
         sigmas = sampling_sigmas(self.diffusion, device=self.device)

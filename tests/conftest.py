@@ -14,18 +14,23 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 
 def bank_from_world(n=6, t0=3, seed=0):
+    """A start bank of ``n`` real ``t0``-frame windows of Balls, with the true state of each last frame."""
     env = gym.make("simworld/Balls-v0")
-    frames, actions = [], []
+    frames, actions, states = [], [], []
     for i in range(n):
-        obs, _ = env.reset(seed=seed + i)
+        obs, info = env.reset(seed=seed + i)
         f, a = [obs], []
         for _ in range(t0 - 1):
             act = env.unwrapped.heuristic_action()
-            f.append(env.step(act)[0])
+            obs, _, _, _, info = env.step(act)
+            f.append(obs)
             a.append(act)
         frames.append(np.stack(f))
         actions.append(np.array(a, dtype=np.int64))
-    return {"frames": np.stack(frames), "actions": np.stack(actions)}
+        states.append(info["state"])
+    bank = {"frames": np.stack(frames), "actions": np.stack(actions)}
+    bank.update({f"state/{k}": np.stack([s[k] for s in states]) for k in states[0]})
+    return bank
 
 
 @pytest.fixture(scope="session")

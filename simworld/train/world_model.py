@@ -82,12 +82,17 @@ def start_bank(
     rng = np.random.default_rng([seed, 0xBA4C])
     pick = rng.choice(len(ds), size=min(size, len(ds)), replace=False)
     items = [ds[int(i)] for i in np.sort(pick)]
-    return {
+    bank = {
         "frames": np.stack([it["frames"] for it in items]),
         "actions": np.stack([it["actions"] for it in items]),
         "episode": np.array([it["episode"] for it in items]),
         "start": np.array([it["start"] for it in items]),
     }
+    # the true state at each window's last frame lets the real world start beside the dream
+    keys = set.intersection(*(set(it["states"]) for it in items)) if items else set()
+    for k in sorted(keys):
+        bank[f"state/{k}"] = np.stack([it["states"][k][-1] for it in items])
+    return bank
 
 
 def train_world_model(cfg: TrainConfig) -> dict[str, Any]:

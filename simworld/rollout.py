@@ -1,0 +1,256 @@
+"""Scripted rollouts: a start, a policy or an action script, a number of steps -> a ``Trajectory``.
+
+With ``compare_real=True`` the ground-truth world is set to the start's true state and driven by
+the same actions, so dream and reality can be watched side by side and compared frame by frame.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from simworld.data.video import write_video
+from simworld.metrics import psnr_uint8
+from simworld.world_model import WorldModel
+
+
+@dataclass
+class Trajectory:
+    """An imagined trajectory (and, optionally, the real one beside it).
+
+    ``frames (T+1, H, W, 3)`` start with the last context frame; step ``t`` takes ``actions[t]`` at
+    ``frames[t]`` and yields ``rewards[t]``, ``terminated[t]`` and ``frames[t+1]``.
+    """
+
+    frames: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    termination_prob: np.ndarray
+    fps: float = 15.0
+    real_frames: np.ndarray | None = None
+    real_rewards: np.ndarray | None = None
+    real_terminated: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def psnr(self) -> np.ndarray | None:
+        """Per-step PSNR (dB) of dream vs real frames, when the real world ran beside."""
+        if self.real_frames is None:
+            return None
+        return psnr_uint8(self.frames[1:], self.real_frames[1:])
+
+    def save(self, path: str | Path) -> Path:
+        """Write an ``.npz`` (arrays only; load with :meth:`load`, never needs pickle)."""
+        arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+        arrays["meta"] = np.frombuffer(
+            json.dumps({"fps": self.fps, "info": self.info}).encode(), dtype=np.uint8
+        )
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trajectory:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+        return cls(**arrays, fps=meta["fps"], info=meta["info"])
+
+    def to_video(self, path: str | Path, upscale: int = 4, **kwargs: Any) -> Path:
+        """mp4 of the dream, or ``real | dream | |difference|`` side by side when the real run exists."""
+        frames = self.frames
+        if self.real_frames is not None:
+            diff = np.abs(frames.astype(np.int16) - self.real_frames.astype(np.int16)).astype(np.uint8)
+            gap = np.full((*frames.shape[:2], 2, 3), 255, np.uint8)
+            frames = np.concatenate([self.real_frames, gap, frames, gap, diff], axis=2)
+        return write_video(path, frames, fps=self.fps, upscale=upscale, **kwargs)
+
+
+Policy = Callable[[np.ndarray], Any]
+
+
+def resolve_policy(spec: Any, action_space: gym.Space) -> Policy | np.ndarray | str:
+    """Turn what a user passes into a policy: an action list/array, a callable, ``"module:function"``,
+    a YAML/JSON file of actions, ``"heuristic"`` (the real world's heuristic), ``"random"``, or an
+    SB3 model or ``.zip``."""
+    if isinstance(spec, str):
+        if spec in ("heuristic", "random"):
+            return spec
+        path = Path(spec)
+        if path.suffix in (".json", ".yaml", ".yml") and path.exists():
+            import yaml
+
+            data = (
+                json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+            )
+            return np.asarray(data["actions"] if isinstance(data, dict) else data)
+        if path.suffix == ".zip":
+            from stable_baselines3.common.base_class import BaseAlgorithm
+
+            for algo in ("PPO", "DQN", "A2C", "SAC"):
+                try:
+                    cls: type[BaseAlgorithm] = getattr(importlib.import_module("stable_baselines3"), algo)
+                    return resolve_policy(cls.load(path, device="cpu"), action_space)
+                except Exception:  # noqa: BLE001 - try the next algorithm
+                    continue
+            raise ValueError(f"{spec} is not a stable-baselines3 PPO/DQN/A2C/SAC policy")
+        if ":" in spec:
+            module, fn = spec.split(":", 1)
+            return getattr(importlib.import_module(module), fn)
+        raise ValueError(
+            f"cannot read a policy from {spec!r}: expected 'heuristic', 'random', 'module:function', "
+            "a .json/.yaml action list or an SB3 .zip"
+        )
+    if hasattr(spec, "predict"):  # an SB3 model
+        return lambda obs: spec.predict(obs, deterministic=True)[0]
+    if callable(spec):
+        return spec
+    return np.asarray(spec)
+
+
+def make_real_world(model: WorldModel, world_kwargs: dict | None = None) -> gym.Env:
+    import simworld  # noqa: F401  (registers the ids)
+
+    params = {k: v for k, v in model.cfg.world_params.items() if k != "render_mode"}
+    return gym.make(model.cfg.world_id, **{**params, **(world_kwargs or {})})
+
+
+def _bank_start(model: WorldModel, rng: np.random.Generator) -> dict[str, Any]:
+    bank = getattr(model, "start_bank", None)
+    if bank is None:
+        raise ValueError("this checkpoint has no start-frame bank: pass start={'frames': ...}")
+    i = int(rng.integers(len(bank["frames"])))
+    state = {k[6:]: bank[k][i] for k in bank if k.startswith("state/")}
+    return {"frames": bank["frames"][i], "actions": bank["actions"][i], "state": state or None}
+
+
+@torch.no_grad()
+def rollout(
+    checkpoint: str | Path | WorldModel,
+    policy: Any,
+    steps: int,
+    start: dict[str, Any] | np.ndarray | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    compare_real: bool = False,
+    stop_on_termination: bool = False,
+    restart_on_real_end: bool = True,
+) -> Trajectory:
+    """Imagine ``steps`` steps from ``start`` (a start-bank window by default).
+
+    Args:
+        checkpoint: a world-model directory or a loaded ``WorldModel``.
+        policy: see :func:`resolve_policy`. Callables receive the current dream frame.
+        start: ``{"frames": (t0, H, W, 3), "actions": (t0-1, ...), "state": true state}`` or just frames.
+        compare_real: run the ground-truth world from the start's true state with the same actions.
+        stop_on_termination: end when the dream's termination head fires.
+        restart_on_real_end: with ``compare_real``, when the real episode ends, start a fresh real
+            episode; the dream shows its first frames and restarts from them once it has as many
+            context frames as ``start`` had, so the video keeps going.
+    """
+    model = (
+        checkpoint if isinstance(checkpoint, WorldModel) else WorldModel.from_pretrained(checkpoint, device)
+    )
+    model.eval()
+    rng = np.random.default_rng(seed)
+    if start is None:
+        start = _bank_start(model, rng)
+    elif isinstance(start, np.ndarray):
+        start = {"frames": start}
+    frames0 = np.asarray(start["frames"], dtype=np.uint8)
+    actions0 = start.get("actions")
+    space = model.action_space
+    space.seed(seed)
+    pol = resolve_policy(policy, space)
+    named = pol if isinstance(pol, str) else None
+    real = None
+    if compare_real or named == "heuristic":
+        if start.get("state") is None:
+            raise ValueError(
+                "compare_real and the heuristic policy need the start's true state (start['state'])"
+            )
+        real = make_real_world(model)
+        real.reset(seed=seed)
+        real_obs = real.unwrapped.set_state(start["state"])
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    state = model.reset(
+        frames0[None], None if actions0 is None else np.asarray(actions0)[None], generator=gen
+    )
+    frames, acts, rews, terms, probs = [frames0[-1]], [], [], [], []
+    real_frames, real_rews, real_terms = [frames0[-1] if real is None else real_obs], [], []
+    restarts, t0 = [], time.perf_counter()
+    warmup: list[tuple[np.ndarray, Any]] | None = None  # real frames gathered to restart the dream
+    for t in range(steps):
+        if isinstance(pol, np.ndarray):
+            if t >= len(pol):
+                raise ValueError(f"the action script has {len(pol)} actions but {steps} steps were asked for")
+            a = pol[t]
+        elif named == "heuristic":
+            a = real.unwrapped.heuristic_action()
+        elif named == "random":
+            a = space.sample()
+        else:
+            a = pol(frames[-1])
+        if warmup is None:
+            frame, _, r, p = model.step(state, np.asarray(a)[None])
+            frame, r, p = frame[0], float(r[0]), float(p[0])
+        if real is not None:
+            obs, rr, term, trunc, _ = real.step(a)
+            real_frames.append(obs)
+            real_rews.append(float(rr))
+            real_terms.append(bool(term))
+        if warmup is not None:  # the dream shows the real frames until it has a context again
+            frame, r, p = obs, float(rr), 0.0
+            warmup.append((obs, a))
+            if len(warmup) == len(frames0):
+                ctx = np.stack([f for f, _ in warmup])[None]
+                ctx_actions = np.stack([np.asarray(x) for _, x in warmup[1:]])[None]
+                state = model.reset(ctx, ctx_actions, generator=gen)
+                warmup = None
+        frames.append(frame)
+        acts.append(np.asarray(a))
+        rews.append(r)
+        probs.append(p)
+        terms.append(p > 0.5)
+        if real is not None and (term or trunc) and restart_on_real_end and t + 1 < steps:
+            obs, _ = real.reset(seed=seed + 1 + len(restarts))
+            restarts.append(t + 1)
+            frames[-1] = real_frames[-1] = obs
+            warmup = [(obs, None)]
+            if len(frames0) == 1:
+                state, warmup = model.reset(obs[None, None], generator=gen), None
+        if stop_on_termination and terms[-1]:
+            break
+    seconds = time.perf_counter() - t0
+    traj = Trajectory(
+        frames=np.stack(frames),
+        actions=np.stack(acts),
+        rewards=np.array(rews, np.float32),
+        terminated=np.array(terms),
+        termination_prob=np.array(probs, np.float32),
+        fps=model.cfg.fps,
+        info={
+            "seconds": seconds,
+            "steps_per_s": len(acts) / seconds,
+            "restarts": restarts,
+            "world_id": model.cfg.world_id,
+        },
+    )
+    if real is not None:
+        traj.real_frames = np.stack(real_frames)
+        traj.real_rewards = np.array(real_rews, np.float32)
+        traj.real_terminated = np.array(real_terms)
+    return traj

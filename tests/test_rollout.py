@@ -1,0 +1,52 @@
+import json
+
+import numpy as np
+import pytest
+
+from simworld.data.video import read_video
+from simworld.rollout import Trajectory, rollout
+
+
+def test_scripted_rollout_saves_and_loads(checkpoint, tmp_path):
+    traj = rollout(checkpoint, [0, 1, 2, 2, 1], steps=5, seed=0)
+    assert traj.frames.shape == (6, 64, 64, 3) and traj.actions.tolist() == [0, 1, 2, 2, 1]
+    assert traj.rewards.shape == traj.terminated.shape == (5,)
+    back = Trajectory.load(traj.save(tmp_path / "t.npz"))
+    np.testing.assert_array_equal(back.frames, traj.frames)
+    assert back.info["world_id"] == "simworld/Balls-v0"
+    frames, _ = read_video(traj.to_video(tmp_path / "t.mp4", upscale=1))
+    assert frames.shape == (6, 64, 64, 3)
+
+
+def test_compare_real_runs_the_world_beside_the_dream(checkpoint, tmp_path):
+    traj = rollout(checkpoint, "heuristic", steps=40, seed=2, compare_real=True)
+    assert traj.real_frames.shape == traj.frames.shape == (41, 64, 64, 3)
+    # the real world starts from the bank window's true state, so its first frame is the bank's
+    assert traj.psnr.shape == (40,) and np.isfinite(traj.psnr).all()
+    frames, _ = read_video(traj.to_video(tmp_path / "side.mp4", upscale=1))
+    assert frames.shape[2] == 3 * 64 + 4  # real | dream | difference
+
+
+def always_right(obs):
+    return 2
+
+
+def test_policy_callable_and_module_function(checkpoint):
+    seen = []
+    traj = rollout(checkpoint, lambda obs: seen.append(obs.shape) or 1, steps=3)
+    assert seen == [(64, 64, 3)] * 3 and traj.actions.tolist() == [1, 1, 1]
+    traj = rollout(checkpoint, "tests.test_rollout:always_right", steps=2)
+    assert traj.actions.tolist() == [2, 2]
+
+
+def test_bad_scripts_are_named(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="3 actions but 5 steps"):
+        rollout(checkpoint, [0, 1, 2], steps=5)
+    bad = tmp_path / "acts.txt"
+    bad.write_text("0 1 2")
+    with pytest.raises(ValueError, match="cannot read a policy"):
+        rollout(checkpoint, str(bad), steps=2)
+    script = tmp_path / "acts.json"
+    script.write_text(json.dumps([0, 9]))
+    with pytest.raises(ValueError, match="Discrete"):
+        rollout(checkpoint, str(script), steps=2)
