@@ -13,6 +13,11 @@ from collections.abc import Callable
 
 # command -> (module:function taking the composed DictConfig, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "dream": (
+        "simworld.commands:dream",
+        "the shipped model dreams beside the real world: dream.mp4 + summary",
+    ),
+    "rollout": ("simworld.commands:rollout", "imagine a trajectory from actions or a policy: npz + mp4"),
     "collect": (
         "simworld.commands:collect",
         "collect episodes from a world into an episode store (+ preview mp4)",
@@ -25,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": ("simworld.commands:train", "train the world model's dynamics on a store (resumable)"),
     "eval-model": ("simworld.commands:eval_model", "open-loop PSNR/SSIM, reward and termination scores"),
+    "play": ("simworld.commands:play", "drive a dream from the keyboard in a pygame window"),
     "info": ("simworld.commands:info", "summarise an episode store"),
     "bench": (
         "simworld.commands:bench",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -101,3 +102,53 @@ def eval_model(cfg: DictConfig) -> dict:
     from simworld.evaluate import EvalConfig, run_eval
 
     return run_eval(EvalConfig(**_plain(cfg)))
+
+
+def dream(cfg: DictConfig) -> dict:
+    from simworld.dream import DreamConfig, run_dream
+
+    return run_dream(DreamConfig(**_plain(cfg)))
+
+
+def rollout(cfg: DictConfig) -> dict:
+    from simworld.dream import shipped_checkpoint
+    from simworld.plots import plot_series
+    from simworld.rollout import rollout
+
+    c = _plain(cfg)
+    ckpt = c["checkpoint"] or shipped_checkpoint()
+    traj = rollout(
+        ckpt,
+        c["actions"],
+        int(c["steps"]),
+        seed=int(c["seed"]),
+        device=c["device"],
+        compare_real=bool(c["compare_real"]),
+    )
+    out = Path(c["out"])
+    traj.save(out.with_suffix(".npz"))
+    traj.to_video(out.with_suffix(".mp4"), upscale=int(c["upscale"]))
+    summary = {
+        "steps": len(traj.actions),
+        "reward": float(traj.rewards.sum()),
+        "terminated_at": [int(i) for i in np.flatnonzero(traj.terminated)],
+        "steps_per_s": traj.info["steps_per_s"],
+    }
+    if traj.psnr is not None:
+        plot_series(
+            out.with_name(out.name + "_psnr.png"),
+            {"dream vs real": traj.psnr},
+            "step",
+            "PSNR (dB)",
+            vlines=traj.info["restarts"],
+        )
+        summary["psnr_mean"] = float(np.mean(np.minimum(traj.psnr, 100.0)))
+    print(json.dumps(summary))
+    print(f"wrote {out.with_suffix('.npz')} and {out.with_suffix('.mp4')}")
+    return summary
+
+
+def play(cfg: DictConfig) -> dict:
+    from simworld.play import PlayConfig, play
+
+    return play(PlayConfig(**_plain(cfg)))

@@ -109,3 +109,27 @@ def test_bench_quick_writes_json(tmp_path):
     result = json.loads(out.read_text())
     assert result["world_steps_per_s"] > 0
     assert result["store"]["bytes_per_frame"] > 0 and result["store"]["windows_per_s"] > 0
+
+
+def test_rollout_and_dream_commands(checkpoint, tmp_path):
+    script = tmp_path / "actions.json"
+    script.write_text(json.dumps([0, 2, 2, 1]))
+    proc = simworld(
+        "rollout", f"checkpoint={checkpoint}", f"actions={script}", "steps=4", f"out={tmp_path / 'r'}"
+    )
+    assert json.loads(proc.stdout.splitlines()[0])["steps"] == 4
+    assert (tmp_path / "r.npz").exists() and (tmp_path / "r.mp4").exists()
+
+    proc = simworld(
+        "dream",
+        f"checkpoint={checkpoint}",
+        "steps=12",
+        f"out={tmp_path / 'd.mp4'}",
+        f"summary={tmp_path / 'd.json'}",
+        f"plot={tmp_path / 'd.png'}",
+    )
+    summary = json.loads((tmp_path / "d.json").read_text())
+    assert summary["steps"] == 12 and summary["steps_per_s"] > 0 and "psnr_mean" in summary
+    frames, _ = read_video(tmp_path / "d.mp4")
+    assert frames.shape == (13, 256, 4 * (3 * 64 + 4), 3)
+    assert (tmp_path / "d.png").stat().st_size > 1000
