@@ -151,7 +151,7 @@ class DreamVectorEnv(VectorEnv):
             from simworld.models.tokenizer import frames_to_tensor
 
             with torch.no_grad():
-                obs = self.model.tokenizer.encode(frames_to_tensor(last[:, None], self.model.device))[:, 0]
+                obs = self.model.encode(frames_to_tensor(last[:, None], self.model.device))[:, 0]
             obs = obs.float().cpu().numpy()
         if self._obs is None:
             self._obs = np.zeros(

@@ -58,6 +58,10 @@ class WorldModelConfig:
     tokenizer: dict = field(default_factory=lambda: {"kind": "identity", "unshuffle": 4})
     dynamics: dict = field(default_factory=dict)  # DynamicsConfig fields (latent channels are filled in)
     diffusion: dict = field(default_factory=dict)  # DiffusionConfig fields
+    # the dynamics see (tokenizer latent - shift) / scale: measured on the training data so the
+    # latents' spread matches sigma_data, whatever the tokenizer (pixels are mostly black background)
+    latent_shift: float = 0.0
+    latent_scale: float = 1.0
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +118,13 @@ class WorldModel(nn.Module):
     def discrete(self) -> bool:
         return self.cfg.action_space["type"] == "Discrete"
 
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """``float (b, t, 3, H, W)`` in [-1, 1] -> normalised latents ``(b, t, c, h, w)``."""
+        return (self.tokenizer.encode(frames) - self.cfg.latent_shift) / self.cfg.latent_scale
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.tokenizer.decode(latents * self.cfg.latent_scale + self.cfg.latent_shift)
+
     # ------------------------------------------------------------------ training
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Diffusion-forcing loss on windows: ``frames (b, t, H, W, 3)`` uint8, ``actions (b, t-1, ...)``,
@@ -121,7 +132,7 @@ class WorldModel(nn.Module):
         x = frames_to_tensor(batch["frames"], self.device)  # (b, t, 3, H, W)
         b, t = x.shape[:2]
         with torch.no_grad():
-            clean = self.tokenizer.encode(x)  # (b, t, c, h, w)
+            clean = self.encode(x)  # (b, t, c, h, w)
         sigma = sample_training_sigmas(b, t, self.diffusion, clean.device)  # (b, t)
         noisy = clean + sigma[..., None, None, None] * torch.randn_like(clean)
         pre = precondition(sigma[..., None, None, None], self.diffusion.sigma_data)
@@ -226,7 +237,7 @@ class WorldModel(nn.Module):
                 raise ValueError(f"mask selects {len(idx)} elements but {b} context windows were given")
             target = RolloutState(state.cache.subset(idx), state.generator, state.steps[idx.cpu()])
             target.cache.reset()
-        latents = self.tokenizer.encode(frames_to_tensor(frames, self.device))  # (b, t0, c, h, w)
+        latents = self.encode(frames_to_tensor(frames, self.device))  # (b, t0, c, h, w)
         prev, valid = self.previous_actions(actions, latents.shape[1])
         for i in range(latents.shape[1]):
             self._write(latents[:, i : i + 1], prev[:, i : i + 1], valid[:, i : i + 1], target)
@@ -268,7 +279,7 @@ class WorldModel(nn.Module):
         if decode:
             from simworld.models.tokenizer import tensor_to_frames
 
-            frames = tensor_to_frames(self.tokenizer.decode(latent)[:, 0])
+            frames = tensor_to_frames(self.decode(latent)[:, 0])
         return frames, latent[:, 0], reward.float().cpu().numpy(), torch.sigmoid(term.float()).cpu().numpy()
 
     def _action_shape(self) -> tuple[int, ...]:
@@ -299,7 +310,12 @@ class WorldModel(nn.Module):
             raise FileNotFoundError(
                 f"no world-model checkpoint at {path} (expected a directory with {CONFIG_FILE})"
             )
-        raw = read_json(path / CONFIG_FILE)
+        weights = path / WEIGHTS_FILE
+        if not (path / CONFIG_FILE).exists() and (path / "model_config.json").exists():
+            # a training run in progress: its last checkpoint's EMA weights
+            raw, weights = read_json(path / "model_config.json"), path / "checkpoint" / "ema.safetensors"
+        else:
+            raw = read_json(path / CONFIG_FILE)
         version = raw.get("format_version")
         if version != FORMAT_VERSION:
             raise CheckpointError(
@@ -310,7 +326,7 @@ class WorldModel(nn.Module):
             model = cls(cfg)
         except (TypeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{path / CONFIG_FILE} does not describe a valid world model: {e}") from e
-        load_state_strict(model, load_tensors(path / WEIGHTS_FILE), str(path / WEIGHTS_FILE))
+        load_state_strict(model, load_tensors(weights), str(weights))
         if (path / BANK_FILE).exists():
             model.start_bank = {k: v.numpy() for k, v in load_tensors(path / BANK_FILE).items()}
         return model.to(device).eval()

@@ -58,6 +58,16 @@ class TrainConfig:
     progress: bool = True
 
 
+@torch.no_grad()
+def latent_stats(model: WorldModel, ds: WindowDataset, seed: int, windows: int = 64) -> tuple[float, float]:
+    """Mean and spread of the tokenizer's latents on training data -> (shift, scale) for sigma_data."""
+    from simworld.models.tokenizer import frames_to_tensor
+
+    batch = batch_for_step(ds, windows, seed, step=10**9)  # a batch no training step draws
+    z = model.tokenizer.encode(frames_to_tensor(batch["frames"], model.device))
+    return float(z.mean()), float(z.std()) / model.diffusion.sigma_data
+
+
 def _model_config(cfg: TrainConfig, store: EpisodeStore) -> WorldModelConfig:
     tokenizer = dict(cfg.tokenizer)
     if cfg.tokenizer_path:
@@ -113,6 +123,7 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
         from simworld.models.vae import load_tokenizer
 
         model.tokenizer.load_state_dict(load_tokenizer(cfg.tokenizer_path).state_dict())
+    model.cfg.latent_shift, model.cfg.latent_scale = latent_stats(model, ds, cfg.seed)
     ema = copy.deepcopy(model).requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
@@ -135,6 +146,8 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
 
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.__dict__, indent=2, default=str))
+        # lets WorldModel.from_pretrained(out) read the EMA weights of the last checkpoint mid-training
+        (out / "model_config.json").write_text(json.dumps(model.cfg.to_dict(), indent=2))
         writer = SummaryWriter(str(out / "tb"))
     bar = tqdm(total=cfg.steps, initial=step, desc="train world model", disable=not cfg.progress or rank > 0)
     model.train()
@@ -150,7 +163,8 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
-        ema_update(ema, model, cfg.ema_decay)
+        # EMA warmup: early on, average over the few steps there are rather than the initial weights
+        ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         step += 1
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
             now = time.perf_counter()
