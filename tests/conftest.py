@@ -45,3 +45,17 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "dream"
     model.save_pretrained(path, start_bank=bank_from_world())
     return path
+
+
+@pytest.fixture(scope="session")
+def balls_store(tmp_path_factory):
+    """A small real Balls episode store (6 episodes of at most 40 steps)."""
+    from simworld.data.collect import CollectConfig, collect
+    from simworld.data.store import EpisodeStore
+    from simworld.worlds import WorldConfig
+
+    out = tmp_path_factory.mktemp("store") / "balls"
+    collect(
+        CollectConfig(world=WorldConfig(), out=str(out), episodes=6, workers=1, max_steps=40, progress=False)
+    )
+    return EpisodeStore(out)

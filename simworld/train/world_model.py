@@ -140,6 +140,10 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
             opt, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup), last_epoch=step - 1
         )
     net = DDP(model) if world > 1 else model
+    if world > 1 and rank == 0:
+        import torch.distributed as dist
+
+        print(f"DDP: {world} processes, backend {dist.get_backend()}, {cfg.batch_size} windows each per step")
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -192,4 +196,9 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
         )
         writer.close()
         result["model"] = str(out / "model")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
     return result
