@@ -289,13 +289,24 @@ class WorldModel(nn.Module):
         return torch.long if self.discrete else torch.float32
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, path: str | Path, start_bank: dict[str, np.ndarray] | None = None) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and optionally ``start_bank.safetensors`` atomically."""
+    def save_pretrained(
+        self,
+        path: str | Path,
+        start_bank: dict[str, np.ndarray] | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and optionally ``start_bank.safetensors`` atomically.
+
+        ``dtype=torch.float16`` halves the weights on disk (for shipping); loading casts them back.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         (tmp / CONFIG_FILE).write_text(json.dumps(self.cfg.to_dict(), indent=2))
-        atomic_save_tensors(tmp / WEIGHTS_FILE, self.state_dict(), {"format_version": FORMAT_VERSION})
+        state = self.state_dict()
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        atomic_save_tensors(tmp / WEIGHTS_FILE, state, {"format_version": FORMAT_VERSION})
         bank = start_bank if start_bank is not None else getattr(self, "start_bank", None)
         if bank is not None:
             atomic_save_tensors(tmp / BANK_FILE, {k: torch.as_tensor(np.asarray(v)) for k, v in bank.items()})

@@ -38,6 +38,9 @@ class DynamicsConfig:
     mlp_ratio: float = 4.0
     action_space: dict = field(default_factory=lambda: {"type": "Discrete", "n": 3, "start": 0})
     context: int = 8  # frames a token may attend to (the rollout's sliding window, incl. the new frame)
+    # each patch also carries the same patch of the previous frame: a spacetime patch two frames deep
+    # (overlapping in time), so "mostly copy the last frame" is local to a token, not learned attention
+    prev_frame_input: bool = True
 
     def __post_init__(self) -> None:
         if self.size not in DIT_SIZES:
@@ -160,7 +163,7 @@ class DiT(nn.Module):
         super().__init__()
         self.cfg = cfg
         d, p, c = cfg.dim, cfg.patch_size, cfg.latent_channels
-        self.patch_in = nn.Linear(c * p * p, d)
+        self.patch_in = nn.Linear(c * p * p * (2 if cfg.prev_frame_input else 1), d)
         self.noise_emb = NoiseEmbedder(d)
         self.action_emb = ActionEmbedder(cfg.action_space, d)
         self.blocks = nn.ModuleList([DiTBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
@@ -201,6 +204,12 @@ class DiT(nn.Module):
         x = x.reshape(b, t, h // p, w // p, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # (b, t, c, h/p, p, w/p, p)
         return x.reshape(b, t, c, h, w)
 
+    def _embed(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        patches = self.patchify(x)  # (b, t, n, c*p*p)
+        if self.cfg.prev_frame_input:
+            patches = torch.cat([patches, self.patchify(prev)], dim=-1)  # (b, t, n, 2*c*p*p)
+        return self.patch_in(patches)  # (b, t, n, d)
+
     def _condition(self, c_noise: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return self.noise_emb(c_noise) + self.action_emb(actions, valid)  # (b, t, d)
 
@@ -221,7 +230,8 @@ class DiT(nn.Module):
         """All frames at once, block-causally. Returns (output (b,t,c,h,w), reward (b,t), term logit (b,t))."""
         b, t, _, h, w = x.shape
         p = self.cfg.patch_size
-        tokens = self.patch_in(self.patchify(x))  # (b, t, n, d)
+        prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)  # (b, t, c, h, w)
+        tokens = self._embed(x, prev)  # (b, t, n, d)
         n = tokens.shape[2]
         cond = self._condition(c_noise, actions, valid)  # (b, t, d)
         rope = rope_angles(t, h // p, w // p, self.cfg.dim // self.cfg.heads, device=x.device)
@@ -244,10 +254,10 @@ class DiT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One new frame attending to the cached context (and itself); ``write`` adds it to the cache."""
         _, _, _, h, w = x.shape
-        tokens = self.patch_in(self.patchify(x))  # (b, 1, n, d)
+        tokens = self._embed(x, cache.prev_input(x))  # (b, 1, n, d)
         cond = self._condition(c_noise, actions, valid)
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, cond, None, None, cache=cache, layer=i, write=write)
         if write:
-            cache.advance()
+            cache.advance(x)
         return self._output(tokens, cond, h, w)

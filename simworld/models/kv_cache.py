@@ -38,6 +38,7 @@ class KVCache:
         self.filled = torch.zeros(batch, self.slots, dtype=torch.bool, device=device)
         self.count = torch.zeros(batch, dtype=torch.long, device=device)  # frames written since reset
         _, self._y, self._x = grid_positions(1, *grid, device=device)
+        self.prev: torch.Tensor | None = None  # (b, 1, c, h, w): the last written frame's input
         self._tables: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -49,6 +50,8 @@ class KVCache:
         mask = torch.ones(self.batch, dtype=torch.bool, device=self.device) if mask is None else mask
         self.count[mask] = 0
         self.filled[mask] = False
+        if self.prev is not None:
+            self.prev[mask] = 0
         self._tables = None
 
     def _new_frame_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,8 +96,16 @@ class KVCache:
         self.k[layer].scatter_(2, idx, self.k[layer, :, :, scratch])
         self.v[layer].scatter_(2, idx, self.v[layer, :, :, scratch])
 
-    def advance(self) -> None:
-        """Close the step after every layer has written: the new frame becomes context."""
+    def prev_input(self, like: torch.Tensor) -> torch.Tensor:
+        """The input of the last frame written (zeros right after a reset), shaped like ``like``."""
+        if self.prev is None:
+            self.prev = torch.zeros_like(like)
+        return self.prev
+
+    def advance(self, x: torch.Tensor | None = None) -> None:
+        """Close the step after every layer has written: the new frame (input ``x``) becomes context."""
+        if x is not None:
+            self.prev = x.detach().clone()
         if self.slots:
             slot = self.count % self.slots
             self.filled[torch.arange(self.batch, device=self.device), slot] = True
@@ -108,6 +119,7 @@ class KVCache:
         sub.batch = len(idx)
         sub.k, sub.v = self.k[:, idx].clone(), self.v[:, idx].clone()
         sub.filled, sub.count = self.filled[idx].clone(), self.count[idx].clone()
+        sub.prev = None if self.prev is None else self.prev[idx].clone()
         sub._tables = None
         return sub
 
@@ -115,6 +127,12 @@ class KVCache:
         """Copy a subset back into batch elements ``idx``."""
         self.k[:, idx], self.v[:, idx] = sub.k, sub.v
         self.filled[idx], self.count[idx] = sub.filled, sub.count
+        if sub.prev is not None:
+            if self.prev is None:
+                self.prev = torch.zeros(
+                    (self.batch, *sub.prev.shape[1:]), dtype=sub.prev.dtype, device=self.device
+                )
+            self.prev[idx] = sub.prev
         self._tables = None
 
     def nbytes(self) -> int:
