@@ -21,7 +21,7 @@ from simworld.models.rope import apply_rope, rope_angles
 # name -> (dim, depth, heads); the keys are the values of DynamicsConfig.size
 DIT_SIZES: dict[str, tuple[int, int, int]] = {
     "tiny": (64, 2, 2),
-    "S": (192, 6, 4),
+    "S": (128, 6, 4),
     "B": (384, 12, 6),
     "L": (768, 18, 12),
 }
