@@ -4,10 +4,13 @@ The network ``F`` never sees raw noisy latents: the denoiser is
 ``D(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma))`` with the scalings
 chosen so that ``F``'s inputs and targets have unit variance at every noise level.
 
-Training noise follows diffusion forcing: every frame of a window has its own noise level. Half
-of the windows instead hold the past frames at a small, random "context" noise level and noise
-only the last frame, which is the situation of an autoregressive rollout, where the context is
-the model's own (imperfect) output held at ``context_sigma``.
+Training noise follows diffusion forcing: every frame of a window has its own noise level. Most
+windows (``teacher_forcing``) instead hold the past frames at a small, random "context" noise
+level and noise only the last frame, which is the situation of an autoregressive rollout, where
+the context is the model's own (imperfect) output held at ``context_sigma``. With a small CPU
+budget, mostly-forced windows taught the model to trust its context far sooner (measured: with
+half the windows fully diffusion-forced, a 720-step model's rollouts faded to background within
+a few frames).
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ class DiffusionConfig:
     sampler: str = "euler"  # euler | heun
     context_sigma: float = 0.05  # noise the context is held at during rollouts
     context_sigma_max: float = 0.2  # training: context noise augmentation drawn from U(0, this)
-    teacher_forcing: float = 0.5  # fraction of windows with low-noise context and a noisy last frame
+    # fraction of windows with low-noise context and a noisy last frame (the rollout situation);
+    # the rest are diffusion forcing (every frame at its own noise level)
+    teacher_forcing: float = 0.9
     reward_weight: float = 1.0
     termination_weight: float = 1.0
     termination_pos_weight: float = 10.0  # terminations are rare: weigh the positives up

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from simworld.models.kv_cache import KVCache
 from simworld.models.rope import apply_rope, rope_angles
 
+NO_PREV_C_NOISE = 2.0  # the noise embedding a frame without a previous frame sees for it (sigma ~ e^8)
+
 # name -> (dim, depth, heads); the keys are the values of DynamicsConfig.size
 DIT_SIZES: dict[str, tuple[int, int, int]] = {
     "tiny": (64, 2, 2),
@@ -165,6 +167,8 @@ class DiT(nn.Module):
         d, p, c = cfg.dim, cfg.patch_size, cfg.latent_channels
         self.patch_in = nn.Linear(c * p * p * (2 if cfg.prev_frame_input else 1), d)
         self.noise_emb = NoiseEmbedder(d)
+        # how noisy the previous frame (the patch's second half) is: trust it when it is clean
+        self.prev_noise_emb = NoiseEmbedder(d) if cfg.prev_frame_input else None
         self.action_emb = ActionEmbedder(cfg.action_space, d)
         self.blocks = nn.ModuleList([DiTBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
@@ -210,8 +214,17 @@ class DiT(nn.Module):
             patches = torch.cat([patches, self.patchify(prev)], dim=-1)  # (b, t, n, 2*c*p*p)
         return self.patch_in(patches)  # (b, t, n, d)
 
-    def _condition(self, c_noise: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        return self.noise_emb(c_noise) + self.action_emb(actions, valid)  # (b, t, d)
+    def _condition(
+        self,
+        c_noise: torch.Tensor,
+        actions: torch.Tensor,
+        valid: torch.Tensor,
+        prev_c_noise: torch.Tensor | None,
+    ) -> torch.Tensor:
+        cond = self.noise_emb(c_noise) + self.action_emb(actions, valid)  # (b, t, d)
+        if self.prev_noise_emb is not None:
+            cond = cond + self.prev_noise_emb(prev_c_noise)
+        return cond
 
     def _output(self, x: torch.Tensor, c: torch.Tensor, h: int, w: int):
         shift, scale = self.ada_out(c)[:, :, None].chunk(2, dim=-1)  # (b, t, 1, d)
@@ -231,9 +244,10 @@ class DiT(nn.Module):
         b, t, _, h, w = x.shape
         p = self.cfg.patch_size
         prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)  # (b, t, c, h, w)
+        prev_c_noise = torch.cat([torch.full_like(c_noise[:, :1], NO_PREV_C_NOISE), c_noise[:, :-1]], dim=1)
         tokens = self._embed(x, prev)  # (b, t, n, d)
         n = tokens.shape[2]
-        cond = self._condition(c_noise, actions, valid)  # (b, t, d)
+        cond = self._condition(c_noise, actions, valid, prev_c_noise)  # (b, t, d)
         rope = rope_angles(t, h // p, w // p, self.cfg.dim // self.cfg.heads, device=x.device)
         frame = torch.arange(t, device=x.device).repeat_interleave(n)
         # a token sees its own frame and the context - 1 frames before it (exactly what the cache keeps)
@@ -254,10 +268,11 @@ class DiT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One new frame attending to the cached context (and itself); ``write`` adds it to the cache."""
         _, _, _, h, w = x.shape
-        tokens = self._embed(x, cache.prev_input(x))  # (b, 1, n, d)
-        cond = self._condition(c_noise, actions, valid)
+        prev, prev_c_noise = cache.prev_input(x, c_noise, NO_PREV_C_NOISE)
+        tokens = self._embed(x, prev)  # (b, 1, n, d)
+        cond = self._condition(c_noise, actions, valid, prev_c_noise)
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, cond, None, None, cache=cache, layer=i, write=write)
         if write:
-            cache.advance(x)
+            cache.advance(x, c_noise)
         return self._output(tokens, cond, h, w)

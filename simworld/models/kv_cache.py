@@ -39,6 +39,8 @@ class KVCache:
         self.count = torch.zeros(batch, dtype=torch.long, device=device)  # frames written since reset
         _, self._y, self._x = grid_positions(1, *grid, device=device)
         self.prev: torch.Tensor | None = None  # (b, 1, c, h, w): the last written frame's input
+        self.prev_c_noise: torch.Tensor | None = None  # (b, 1): and its noise level
+        self._no_prev = 0.0
         self._tables: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -52,6 +54,7 @@ class KVCache:
         self.filled[mask] = False
         if self.prev is not None:
             self.prev[mask] = 0
+            self.prev_c_noise[mask] = self._no_prev
         self._tables = None
 
     def _new_frame_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,16 +99,21 @@ class KVCache:
         self.k[layer].scatter_(2, idx, self.k[layer, :, :, scratch])
         self.v[layer].scatter_(2, idx, self.v[layer, :, :, scratch])
 
-    def prev_input(self, like: torch.Tensor) -> torch.Tensor:
-        """The input of the last frame written (zeros right after a reset), shaped like ``like``."""
+    def prev_input(
+        self, like: torch.Tensor, like_c_noise: torch.Tensor, no_prev: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input and noise level of the last frame written (zeros and ``no_prev`` after a reset)."""
+        self._no_prev = no_prev
         if self.prev is None:
             self.prev = torch.zeros_like(like)
-        return self.prev
+            self.prev_c_noise = torch.full_like(like_c_noise, no_prev)
+        return self.prev, self.prev_c_noise
 
-    def advance(self, x: torch.Tensor | None = None) -> None:
+    def advance(self, x: torch.Tensor | None = None, c_noise: torch.Tensor | None = None) -> None:
         """Close the step after every layer has written: the new frame (input ``x``) becomes context."""
         if x is not None:
             self.prev = x.detach().clone()
+            self.prev_c_noise = c_noise.detach().clone()
         if self.slots:
             slot = self.count % self.slots
             self.filled[torch.arange(self.batch, device=self.device), slot] = True
@@ -120,6 +128,7 @@ class KVCache:
         sub.k, sub.v = self.k[:, idx].clone(), self.v[:, idx].clone()
         sub.filled, sub.count = self.filled[idx].clone(), self.count[idx].clone()
         sub.prev = None if self.prev is None else self.prev[idx].clone()
+        sub.prev_c_noise = None if self.prev_c_noise is None else self.prev_c_noise[idx].clone()
         sub._tables = None
         return sub
 
