@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("simworld.commands:train", "train the world model's dynamics on a store (resumable)"),
     "eval-model": ("simworld.commands:eval_model", "open-loop PSNR/SSIM, reward and termination scores"),
     "play": ("simworld.commands:play", "drive a dream from the keyboard in a pygame window"),
+    "probe": (
+        "simworld.probes.cli:probe",
+        "physics probes on a checkpoint's dreams (ID/OOD) or a video + sidecar: JSON + HTML",
+    ),
     "info": ("simworld.commands:info", "summarise an episode store"),
     "bench": (
         "simworld.commands:bench",

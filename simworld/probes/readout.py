@@ -1,0 +1,215 @@
+"""A learned state readout for worlds without flat colours to track (e.g. CartPole through its pixels).
+
+A small CNN reads the true state off the last ``context`` frames (more than one, so velocities can be
+seen) and is trained on real ``(frames, state)`` pairs from the world. Its error on held-out real frames is its
+*floor*: a dream's states read by it can be trusted only to that precision. The readout then turns
+any video of the world into a state trajectory that the comparison probes can use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ReadoutConfig:
+    """Readout network and training.
+
+    Attributes:
+        state_key: key of ``info["state"]`` to read (PixelWorld: ``"obs"``, the wrapped env's state).
+        context: frames per input; the state read is the last frame's.
+        width: channels of the first conv layer.
+        epochs, batch, lr: training; ``val_fraction``: share of episodes held out for the floor.
+    """
+
+    state_key: str = "obs"
+    context: int = 2
+    width: int = 16
+    epochs: int = 20
+    batch: int = 64
+    lr: float = 2e-3
+    val_fraction: float = 0.2
+    seed: int = 0
+
+
+class StateReadout(nn.Module):
+    """``frames (b, context, H, W, 3)`` uint8 -> ``state (b, d)`` in world units (normalised inside).
+
+    Three stride-2 convolutions, then a flatten rather than a global pool: where things are in the
+    image *is* the state.
+    """
+
+    def __init__(
+        self, dim: int, frame_size: tuple[int, int] = (64, 64), width: int = 16, context: int = 2
+    ) -> None:
+        super().__init__()
+        w = width
+        self.context = context
+        self.net = nn.Sequential(
+            nn.Conv2d(3 * context, w, 4, 2, 1), nn.SiLU(),
+            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.SiLU(),
+            nn.Conv2d(2 * w, 2 * w, 4, 2, 1), nn.SiLU(),
+        )  # fmt: skip
+        h8, w8 = frame_size[0] // 8, frame_size[1] // 8
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(2 * w * h8 * w8, 128), nn.SiLU(), nn.Linear(128, dim)
+        )
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @property
+    def dim(self) -> int:
+        return self.mean.shape[0]
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, t, h, w, c = frames.shape
+        x = frames.float().div(127.5).sub(1.0).permute(0, 1, 4, 2, 3).reshape(b, t * c, h, w)  # (b, 3t, H, W)
+        return self.head(self.net(x)) * self.std + self.mean  # (b, d)
+
+
+def windows(
+    frames: np.ndarray, states: np.ndarray | None = None, context: int = 2
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Episode ``frames (T, H, W, 3)`` -> inputs ``(T-c+1, c, H, W, 3)`` and targets ``states[c-1:]``."""
+    x = np.stack([frames[i : len(frames) - context + 1 + i] for i in range(context)], axis=1)
+    return x, None if states is None else np.asarray(states[context - 1 :], np.float32)
+
+
+def collect(
+    world_id: str, episodes: int, steps: int, seed: int = 0, **params: Any
+) -> list[dict[str, np.ndarray]]:
+    """Real episodes ``{"frames", "states"}`` with random actions (states: ``info["state"]`` dicts)."""
+    import gymnasium as gym
+
+    from simworld.registration import register_envs
+
+    register_envs()
+    env = gym.make(world_id, **params)
+    env.action_space.seed(seed)
+    out = []
+    for e in range(episodes):
+        obs, info = env.reset(seed=seed + e)
+        frames, states = [obs], [info["state"]]
+        for _ in range(steps):
+            obs, _, term, trunc, info = env.step(env.action_space.sample())
+            frames.append(obs)
+            states.append(info["state"])
+            if term or trunc:
+                break
+        out.append({"frames": np.stack(frames), "states": states})
+    env.close()
+    return out
+
+
+def _dataset(episodes: list[dict[str, Any]], key: str, context: int) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for ep in episodes:
+        s = np.stack([np.asarray(st[key], np.float32).reshape(-1) for st in ep["states"]])
+        x, y = windows(ep["frames"], s, context)
+        xs.append(x)
+        ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+@torch.no_grad()
+def predict(model: StateReadout, frames: np.ndarray, batch: int = 256) -> np.ndarray:
+    """States ``(T-c+1, d)`` read off a video ``(T, H, W, 3)``: one per frame from the ``context``-th on."""
+    model.eval()
+    x, _ = windows(frames, context=model.context)
+    out = [model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)]
+    return np.concatenate(out)
+
+
+def evaluate(model: StateReadout, episodes: list[dict[str, Any]], key: str = "obs") -> dict[str, Any]:
+    """The readout's error on real episodes: RMSE per state dimension and overall (world units)."""
+    x, y = _dataset(episodes, key, model.context)
+    with torch.no_grad():
+        model.eval()
+        pred = np.concatenate(
+            [model(torch.from_numpy(x[i : i + 256])).numpy() for i in range(0, len(x), 256)]
+        )
+    rmse = np.sqrt(((pred - y) ** 2).mean(0))
+    return {"rmse": rmse.tolist(), "rmse_mean": float(rmse.mean()), "std": y.std(0).tolist(), "pairs": len(x)}
+
+
+def train_readout(
+    episodes: list[dict[str, Any]], cfg: ReadoutConfig | None = None, log: Any = None
+) -> tuple[StateReadout, dict[str, Any]]:
+    """Train a readout on real episodes; return it and its floor (error on held-out episodes).
+
+    Returns:
+        ``(model, {"floor": evaluate(...) on the held-out episodes, "train": ... on the rest})``.
+    """
+    cfg = cfg or ReadoutConfig()
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    order = rng.permutation(len(episodes))
+    n_val = max(1, int(round(cfg.val_fraction * len(episodes)))) if len(episodes) > 1 else 0
+    val = [episodes[i] for i in order[:n_val]]
+    train = [episodes[i] for i in order[n_val:]] or val
+    x, y = _dataset(train, cfg.state_key, cfg.context)
+    model = StateReadout(y.shape[1], tuple(x.shape[2:4]), cfg.width, cfg.context)
+    model.mean.copy_(torch.from_numpy(y.mean(0)))
+    model.std.copy_(torch.from_numpy(y.std(0) + 1e-6))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    steps = cfg.epochs * math.ceil(len(x) / cfg.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=max(steps, 1))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = torch.randperm(len(xt))
+        total = 0.0
+        for i in range(0, len(xt), cfg.batch):
+            idx = perm[i : i + cfg.batch]
+            loss = F.mse_loss((model(xt[idx]) - model.mean) / model.std, (yt[idx] - model.mean) / model.std)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        if log:
+            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / len(xt):.4f}")
+    report = {
+        "floor": evaluate(model, val or train, cfg.state_key),
+        "train": evaluate(model, train, cfg.state_key),
+    }
+    return model, report
+
+
+def save_readout(
+    model: StateReadout,
+    cfg: ReadoutConfig,
+    path: str | Path,
+    frame_size: tuple[int, int],
+    floor: dict | None = None,
+) -> Path:
+    """Write ``readout.safetensors`` and ``readout.json`` (config, state size, floor) into ``path``."""
+    from simworld.checkpoint import atomic_save_tensors, atomic_write_text
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_save_tensors(path / "readout.safetensors", dict(model.state_dict()))
+    meta = {"config": asdict(cfg), "dim": model.dim, "frame_size": list(frame_size), "floor": floor}
+    atomic_write_text(path / "readout.json", json.dumps(meta, indent=1))
+    return path
+
+
+def load_readout(path: str | Path) -> tuple[StateReadout, dict[str, Any]]:
+    """Rebuild a readout saved by :func:`save_readout`; returns ``(model, meta)``."""
+    from simworld.checkpoint import load_state_strict, load_tensors, read_json
+
+    path = Path(path)
+    meta = read_json(path / "readout.json")
+    cfg = meta["config"]
+    model = StateReadout(meta["dim"], tuple(meta["frame_size"]), cfg["width"], cfg["context"])
+    load_state_strict(model, load_tensors(path / "readout.safetensors"), str(path / "readout.safetensors"))
+    return model.eval(), meta

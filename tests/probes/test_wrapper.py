@@ -1,0 +1,109 @@
+"""The probe wrappers' info contract, and truncation of implausible episodes."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from envs.dream import DreamEnv, DreamVectorEnv
+from envs.probe_wrapper import PhysicsProbeVectorWrapper, PhysicsProbeWrapper
+from simworld.probes import violations as V
+from simworld.probes.online import STEP_KEYS
+from simworld.probes.world import WorldSpec
+
+
+class Replay(gym.Env):
+    """Plays a fixed video, one frame per step; truncates at its end."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, frames):
+        self.frames = frames
+        self.observation_space = gym.spaces.Box(0, 255, frames.shape[1:], np.uint8)
+        self.action_space = gym.spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.frames[0], {}
+
+    def step(self, action):
+        self.t += 1
+        return self.frames[self.t], 0.0, False, self.t == len(self.frames) - 1, {}
+
+
+def test_info_contract_on_a_real_world():
+    env = PhysicsProbeWrapper(gym.make("simworld/Balls-v0", max_episode_steps=15, num_balls=2))
+    _, info = env.reset(seed=0)
+    assert set(info["probe"]) == set(STEP_KEYS) and info["probe"]["violation"] == 0.0
+    for _ in range(15):
+        _, _, term, trunc, info = env.step(env.unwrapped.heuristic_action())
+        assert set(info["probe"]) == set(STEP_KEYS) and not info["probe_truncated"]
+        assert ("probe_summary" in info) == (term or trunc)
+    assert trunc and info["probe_summary"]["frames"] == 16.0
+    assert info["probe_summary"]["permanence"] == 1.0 and info["probe_summary"]["gravity_error"] < 0.05
+
+
+def test_max_violation_truncates_an_implausible_episode(balls_clip):
+    env = V.make_balls()
+    spec = WorldSpec.from_env(env)
+    bad = V.teleport(balls_clip, env, np.random.default_rng(0), 2.0)
+    thresholds = {"continuity": 0.2, "permanence": 1e-3}
+    wrapped = PhysicsProbeWrapper(Replay(bad.frames), spec, thresholds, max_violation=1.0)
+    wrapped.reset()
+    t, trunc = 0, False
+    while not trunc:
+        _, _, _, trunc, info = wrapped.step(1)
+        t += 1
+    assert info["probe_truncated"] and t == bad.onset and "probe_summary" in info
+    # the real clip plays to its end
+    real = PhysicsProbeWrapper(Replay(balls_clip.frames), spec, thresholds, max_violation=1.0)
+    real.reset()
+    steps = 0
+    while True:
+        _, _, _, trunc, info = real.step(1)
+        steps += 1
+        if trunc:
+            break
+    assert steps == len(balls_clip.frames) - 1 and not info["probe_truncated"]
+
+
+def test_dream_env_is_scored(checkpoint):
+    env = PhysicsProbeWrapper(DreamEnv(checkpoint))
+    assert env.world_spec.world_id == "simworld/Balls-v0"
+    _, info = env.reset(seed=0)
+    _, _, _, _, info = env.step(1)
+    assert set(info["probe"]) == set(STEP_KEYS)
+
+
+def test_vector_wrapper_summaries_and_autoreset(checkpoint):
+    envs = PhysicsProbeVectorWrapper(DreamVectorEnv(2, checkpoint, max_episode_steps=3))
+    _, info = envs.reset(seed=0)
+    assert info["probe"]["violation"].shape == (2,)
+    for _ in range(3):
+        _, _, term, trunc, info = envs.step(np.array([0, 2]))
+    assert (term | trunc).all() and info["_probe_summary"].all()
+    assert info["probe_summary"]["frames"].tolist() == [4.0, 4.0]
+    _, _, _, _, info = envs.step(np.array([0, 2]))  # next-step autoreset: scores start afresh
+    assert not info["_probe_summary"].any() and np.isnan(info["probe_summary"]["frames"]).all()
+    assert info["probe"]["violation"].tolist() == [0.0, 0.0]
+
+
+def test_vector_max_violation_truncates_then_restarts(checkpoint):
+    # random weights dream noise: every ball is lost at once, which a tiny permanence threshold flags
+    envs = PhysicsProbeVectorWrapper(
+        DreamVectorEnv(2, checkpoint, max_episode_steps=50),
+        thresholds={"permanence": 1e-6},
+        max_violation=10.0,
+    )
+    envs.reset(seed=0)
+    _, _, _, trunc, info = envs.step(np.array([1, 1]))
+    assert trunc.all() and info["probe_truncated"].all() and info["_probe_summary"].all()
+    obs, r, term, trunc, info = envs.step(np.array([1, 1]))  # restarted from the start bank
+    assert not (term | trunc).any() and np.all(r == 0) and info["probe"]["violation"].tolist() == [0.0, 0.0]
+    bank_last = envs.env.bank["frames"][:, -1]
+    assert all(any(np.array_equal(o, b) for b in bank_last) for o in obs)
+
+
+def test_same_step_autoreset_is_refused(checkpoint):
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        PhysicsProbeVectorWrapper(DreamVectorEnv(1, checkpoint, autoreset_mode="SameStep"))
