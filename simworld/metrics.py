@@ -107,30 +107,30 @@ def ssim_uint8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ssim(x, y, 255.0).numpy()
 
 
-def foreground_mask(frames: np.ndarray, dilate: int = 1) -> np.ndarray:
+def foreground_mask(frames: np.ndarray | torch.Tensor, dilate: int = 1) -> np.ndarray | torch.Tensor:
     """Pixels that differ from their frame's most common colour (the background), grown by ``dilate``.
 
-    Our worlds draw small flat objects on a flat background, where a whole-frame PSNR is dominated by
-    easy background pixels; scoring only these pixels shows whether the objects survive.
+    Our worlds draw small flat objects on a flat background, where whole-frame errors are dominated by
+    easy background pixels; these masks let a metric (or a loss) look at the objects.
 
     Args:
-        frames: ``uint8 (..., H, W, 3)``.
+        frames: ``uint8 (..., H, W, 3)``, numpy or torch (any device).
         dilate: Pixels to grow the mask by in every direction, so object edges count.
 
     Returns:
-        ``bool (..., H, W)``.
+        ``bool (..., H, W)``, numpy for numpy input, else a tensor on the input's device.
     """
-    frames = np.asarray(frames)
-    flat = frames.reshape(-1, *frames.shape[-3:])  # (n, H, W, 3)
-    packed = (flat[..., 0].astype(np.int32) << 16) | (flat[..., 1].astype(np.int32) << 8) | flat[..., 2]
-    mask = np.empty(packed.shape, bool)
-    for i, p in enumerate(packed):
-        values, counts = np.unique(p, return_counts=True)
-        mask[i] = p != values[counts.argmax()]
+    as_numpy = not torch.is_tensor(frames)
+    f = torch.from_numpy(np.ascontiguousarray(frames)) if as_numpy else frames
+    lead, (h, w) = f.shape[:-3], f.shape[-3:-1]
+    f = f.reshape(-1, h, w, 3).long()  # (n, H, W, 3)
+    packed = (f[..., 0] << 16) | (f[..., 1] << 8) | f[..., 2]  # (n, H, W)
+    background = packed.flatten(1).mode(dim=-1).values  # (n,)
+    mask = packed != background[:, None, None]  # (n, H, W)
     if dilate > 0:
-        m = torch.from_numpy(mask).float().unsqueeze(1)  # (n, 1, H, W)
-        mask = F.max_pool2d(m, 2 * dilate + 1, stride=1, padding=dilate).squeeze(1).bool().numpy()
-    return mask.reshape(frames.shape[:-1])
+        mask = F.max_pool2d(mask[:, None].float(), 2 * dilate + 1, stride=1, padding=dilate)[:, 0] > 0
+    mask = mask.reshape(*lead, h, w)
+    return mask.numpy() if as_numpy else mask
 
 
 def psnr_masked_uint8(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:

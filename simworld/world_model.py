@@ -133,7 +133,7 @@ class WorldModel(nn.Module):
         b, t = x.shape[:2]
         with torch.no_grad():
             clean = self.encode(x)  # (b, t, c, h, w)
-        sigma = sample_training_sigmas(b, t, self.diffusion, clean.device)  # (b, t)
+        sigma, weight = sample_training_sigmas(b, t, self.diffusion, clean.device)  # (b, t) each
         noisy = clean + sigma[..., None, None, None] * torch.randn_like(clean)
         pre = precondition(sigma[..., None, None, None], self.diffusion.sigma_data)
         actions, valid = self.previous_actions(batch["actions"].to(self.device), t)
@@ -149,14 +149,15 @@ class WorldModel(nn.Module):
             readable,
             self.diffusion,
         )
+        denoise_loss = (denoise * weight).sum() / weight.sum()
         loss = (
-            denoise.mean()
+            denoise_loss
             + self.diffusion.reward_weight * r_loss
             + self.diffusion.termination_weight * t_loss
         )
         logs = {
             "train/loss": loss.item(),
-            "train/denoise": denoise.mean().item(),
+            "train/denoise": denoise_loss.item(),
             "train/denoise_last": denoise[:, -1].mean().item(),
             "train/reward_mse": r_loss.item(),
             "train/termination_bce": t_loss.item(),

@@ -75,6 +75,7 @@ def test_foreground_mask_covers_objects_and_their_edges():
     m = foreground_mask(f)
     assert m.shape == (1, 16, 16)
     assert m[0, 5:10, 5:10].all() and m.sum() == 25
+    assert torch.equal(foreground_mask(torch.from_numpy(f)), torch.from_numpy(m))
     g = f.copy()
     g[0, 0, 0] = 50  # a background error is outside the mask
     assert psnr_masked_uint8(f, g, m) == math.inf

@@ -59,13 +59,21 @@ def precondition(sigma: torch.Tensor, sigma_data: float) -> Precond:
     )
 
 
-def sample_training_sigmas(b: int, t: int, cfg: DiffusionConfig, device: torch.device) -> torch.Tensor:
-    """Per-frame noise levels ``(b, t)``: diffusion forcing, or low-noise context + noisy last frame."""
+def sample_training_sigmas(
+    b: int, t: int, cfg: DiffusionConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame noise levels ``(b, t)``: diffusion forcing, or low-noise context + noisy last frame.
+
+    Also returns per-frame loss weights ``(b, t)``: a forced window learns from its last frame only
+    (denoising its barely-noised context would fill the loss with noise it cannot predict).
+    """
     sigma = (torch.randn(b, t, device=device) * cfg.p_std + cfg.p_mean).exp()
     forced = torch.rand(b, device=device) < cfg.teacher_forcing
     ctx = torch.rand(b, t, device=device) * cfg.context_sigma_max + cfg.sigma_min
     ctx[:, -1] = sigma[:, -1]
-    return torch.where(forced[:, None], ctx, sigma)
+    weight = torch.ones(b, t, device=device)
+    weight[forced, :-1] = 0.0
+    return torch.where(forced[:, None], ctx, sigma), weight
 
 
 def sampling_sigmas(cfg: DiffusionConfig, steps: int | None = None, device=None) -> torch.Tensor:

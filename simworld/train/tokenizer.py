@@ -90,8 +90,8 @@ class TokenizerTrainConfig:
     store: str
     out: str
     steps: int = 3000
-    batch_size: int = 32
-    lr: float = 2e-3
+    batch_size: int = 16
+    lr: float = 4e-3
     warmup: int = 100
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -157,8 +157,15 @@ def _step_seed(seed: int, step: int) -> int:
 
 
 def _save_checkpoint(
-    ckpt_dir: Path, model: VAE, opt: torch.optim.Optimizer, step: int, cfg: TokenizerTrainConfig
+    out: str | Path,
+    model: VAE,
+    opt: torch.optim.Optimizer,
+    step: int,
+    cfg: TokenizerTrainConfig,
+    seconds: float,
 ) -> None:
+    """Write ``<out>/checkpoint`` (weights, AdamW state, RNG state, step) as one atomic directory swap."""
+    ckpt_dir = Path(out) / "checkpoint"
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
@@ -174,6 +181,7 @@ def _save_checkpoint(
             tensors[f"rng/cuda/{i}"] = s
     state = {
         "step": step,
+        "train_seconds": seconds,
         "param_groups": sd["param_groups"],
         "optim_scalars": scalars,
         "vae": model.cfg.to_dict(),
@@ -192,7 +200,8 @@ def _save_checkpoint(
         raise
 
 
-def _load_checkpoint(ckpt_dir: Path, model: VAE, opt: torch.optim.Optimizer) -> int:
+def _load_checkpoint(ckpt_dir: Path, model: VAE, opt: torch.optim.Optimizer) -> tuple[int, float]:
+    """Restore what :func:`_save_checkpoint` wrote; returns ``(step, train_seconds)``."""
     state = read_json(ckpt_dir / "state.json")
     try:
         step, groups, scalars, vae = (
@@ -233,12 +242,11 @@ def _load_checkpoint(ckpt_dir: Path, model: VAE, opt: torch.optim.Optimizer) -> 
         raise CheckpointError(f"{ckpt_dir}: optimizer state does not match the model ({e})") from e
     if "rng/torch" in tensors:
         torch.set_rng_state(tensors["rng/torch"])
-    cuda_states = [
-        tensors[f"rng/cuda/{i}"] for i in range(torch.cuda.device_count()) if f"rng/cuda/{i}" in tensors
-    ]
-    if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states)
-    return int(step)
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            if f"rng/cuda/{i}" in tensors:
+                torch.cuda.set_rng_state(tensors[f"rng/cuda/{i}"], i)
+    return int(step), float(state.get("train_seconds", 0.0))
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -363,12 +371,11 @@ def train_tokenizer(cfg: TokenizerTrainConfig | dict[str, Any]) -> dict[str, flo
         lr=cfg.lr,
         betas=(0.9, 0.99),
     )
-    start = 0
+    start, prior_seconds = 0, 0.0
     if cfg.resume and (ckpt_dir / "state.json").exists():
-        start = _load_checkpoint(ckpt_dir, model, opt)
+        start, prior_seconds = _load_checkpoint(ckpt_dir, model, opt)
         print(f"resumed from {ckpt_dir} at step {start}")
 
-    writer = SummaryWriter(str(out / "tb"))
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"tokenizer: VAE {n_params / 1e6:.2f}M params, latents {model.cfg.latent_channels}x"
@@ -376,69 +383,32 @@ def train_tokenizer(cfg: TokenizerTrainConfig | dict[str, Any]) -> dict[str, flo
         f"episodes; {cfg.steps} steps of {cfg.batch_size} frames on {device} ({cfg.precision}, "
         f"{torch.get_num_threads()} threads)"
     )
-    eval_pairs_cap = cfg.eval_frames
-    t_start = time.perf_counter()
-    model.train()
-    bar = tqdm(
-        range(start, cfg.steps), initial=start, total=cfg.steps, disable=not cfg.progress, desc="tokenizer"
-    )
-    t_log, frames_since = time.perf_counter(), 0
-    for step in bar:
-        lr = lr_at(step, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        batch = sample_windows(store, 1, cfg.batch_size, np.random.default_rng([cfg.seed, step]), train_ids)
-        torch.manual_seed(_step_seed(cfg.seed, step))  # the reparameterisation noise
-        with _autocast(device, cfg.precision):
-            loss, logs = model({"frames": torch.from_numpy(batch["frames"])})
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            logs["train/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-        opt.step()
-        frames_since += cfg.batch_size
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            fps = frames_since / max(time.perf_counter() - t_log, 1e-9)
-            t_log, frames_since = time.perf_counter(), 0
-            logs.update({"train/lr": lr, "train/frames_per_s": fps})
-            for k, v in logs.items():
-                writer.add_scalar(k, v, done)
-            bar.set_postfix(
-                loss=f"{logs['train/loss']:.4f}", psnr=f"{logs['train/psnr']:.1f}", fps=f"{fps:.0f}"
+    writer = SummaryWriter(str(out / "tb"))
+    try:
+        train_seconds = _train_steps(cfg, model, opt, store, train_ids, val_ids, start, prior_seconds, writer)
+
+        # Latent normalisation from a fixed sample of training frames (raw posterior means).
+        model.eval()
+        pairs = _frame_index(store, train_ids, None)
+        pick = np.random.default_rng([cfg.seed, 7]).permutation(len(pairs))[: cfg.norm_frames]
+        frames = _read_frames(store, [pairs[i] for i in sorted(pick)])  # (n, H, W, 3)
+        with torch.no_grad(), _autocast(device, cfg.precision):
+            means = [
+                model.posterior(frames_to_tensor(frames[i : i + 64], device=device).unsqueeze(1))[0].cpu()
+                for i in range(0, len(frames), 64)
+            ]
+        shift, scale = model.fit_latent_normalisation(torch.cat(means))
+        save_tokenizer(model, out)
+
+        metrics: dict[str, float] = {}
+        if val_ids:
+            metrics = evaluate_reconstruction(
+                model, store, val_ids, cfg.final_eval_frames, precision=cfg.precision
             )
-        if val_ids and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-            m = evaluate_reconstruction(model, store, val_ids, eval_pairs_cap, precision=cfg.precision)
             for k in ("psnr", "ssim", "psnr_fg"):
-                writer.add_scalar(f"eval/{k}", m[k], done)
-            bar.write(
-                f"step {done}: val psnr {m['psnr']:.2f} dB, fg {m['psnr_fg']:.2f} dB, ssim {m['ssim']:.4f}"
-            )
-        if done % cfg.ckpt_every == 0 or done == cfg.steps:
-            _save_checkpoint(ckpt_dir, model, opt, done, cfg)
-    bar.close()
-    train_seconds = time.perf_counter() - t_start
-
-    # Latent normalisation from a fixed sample of training frames (posterior means, raw).
-    model.eval()
-    pairs = _frame_index(store, train_ids, None)
-    pick = np.random.default_rng([cfg.seed, 7]).permutation(len(pairs))[: cfg.norm_frames]
-    frames = _read_frames(store, [pairs[i] for i in sorted(pick)])  # (n, H, W, 3)
-    with torch.no_grad(), _autocast(device, cfg.precision):
-        means = [
-            model.posterior(frames_to_tensor(frames[i : i + 64], device=device).unsqueeze(1))[0].cpu()
-            for i in range(0, len(frames), 64)
-        ]
-    shift, scale = model.fit_latent_normalisation(torch.cat(means))
-    save_tokenizer(model, out)
-
-    metrics: dict[str, float] = {}
-    if val_ids:
-        metrics = evaluate_reconstruction(
-            model, store, val_ids, cfg.final_eval_frames, precision=cfg.precision
-        )
-        for k in ("psnr", "ssim", "psnr_fg"):
-            writer.add_scalar(f"eval/{k}", metrics[k], cfg.steps)
+                writer.add_scalar(f"eval/{k}", metrics[k], cfg.steps)
+    finally:
+        writer.close()
     metrics.update(
         {
             "step": float(cfg.steps),
@@ -447,10 +417,69 @@ def train_tokenizer(cfg: TokenizerTrainConfig | dict[str, Any]) -> dict[str, flo
             "latent_scale": scale,
         }
     )
-    writer.close()
     atomic_write_text(out / "eval.json", json.dumps(metrics, indent=2) + "\n")
     _print_table(metrics, len(val_ids))
     return metrics
+
+
+def _train_steps(
+    cfg: TokenizerTrainConfig,
+    model: VAE,
+    opt: torch.optim.Optimizer,
+    store: EpisodeStore,
+    train_ids: list[int],
+    val_ids: list[int],
+    start: int,
+    prior_seconds: float,
+    writer: Any,
+) -> float:
+    """Steps ``start .. cfg.steps - 1``; returns the training seconds so far (over all resumed runs)."""
+    device = model.device
+    model.train()
+    t_start = time.perf_counter()
+    t_log, frames_since = t_start, 0
+    with tqdm(
+        range(start, cfg.steps), initial=start, total=cfg.steps, disable=not cfg.progress, desc="tokenizer"
+    ) as bar:
+        for step in bar:
+            lr = lr_at(step, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = sample_windows(
+                store, 1, cfg.batch_size, np.random.default_rng([cfg.seed, step]), train_ids
+            )
+            torch.manual_seed(_step_seed(cfg.seed, step))  # the reparameterisation noise
+            with _autocast(device, cfg.precision):
+                loss, logs = model({"frames": torch.from_numpy(batch["frames"])})  # frames (b, 1, H, W, 3)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                logs["train/grad_norm"] = float(
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                )
+            opt.step()
+            frames_since += cfg.batch_size
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                fps = frames_since / max(time.perf_counter() - t_log, 1e-9)
+                t_log, frames_since = time.perf_counter(), 0
+                logs.update({"train/lr": lr, "train/frames_per_s": fps})
+                for k, v in logs.items():
+                    writer.add_scalar(k, v, done)
+                bar.set_postfix(
+                    loss=f"{logs['train/loss']:.4f}", psnr=f"{logs['train/psnr']:.1f}", fps=f"{fps:.0f}"
+                )
+            if val_ids and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+                m = evaluate_reconstruction(model, store, val_ids, cfg.eval_frames, precision=cfg.precision)
+                for k in ("psnr", "ssim", "psnr_fg"):
+                    writer.add_scalar(f"eval/{k}", m[k], done)
+                bar.write(
+                    f"step {done}: val psnr {m['psnr']:.2f} dB, fg {m['psnr_fg']:.2f} dB, ssim {m['ssim']:.4f}"
+                )
+            if done % cfg.ckpt_every == 0 or done == cfg.steps:
+                seconds = prior_seconds + time.perf_counter() - t_start
+                _save_checkpoint(cfg.out, model, opt, done, cfg, seconds)
+    return prior_seconds + time.perf_counter() - t_start
 
 
 def _print_table(metrics: dict[str, float], val_episodes: int) -> None:

