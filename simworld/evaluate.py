@@ -34,6 +34,7 @@ class EvalConfig:
     device: str = "cpu"
     steps: int | None = None  # denoising steps per frame (None: the model's default)
     sampler: str | None = None  # euler | heun (None: the model's default)
+    warm_start_sigma: float | None = None  # > 0: sample from the previous frame noised to this level
     out: str | None = None  # JSON path; default <model>/eval.json
     progress: bool = True
 
@@ -81,6 +82,7 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
         "context": cfg.context,
         "sampler": model.diffusion.sampler,
         "denoising_steps": model.diffusion.steps,
+        "warm_start_sigma": model.diffusion.warm_start_sigma,
     }
     for h in cfg.horizons:
         m = valid[:, h - 1]
@@ -128,6 +130,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         model.diffusion.steps = int(cfg.steps)
     if cfg.sampler is not None:
         model.diffusion.sampler = cfg.sampler
+    if cfg.warm_start_sigma is not None:
+        model.diffusion.warm_start_sigma = float(cfg.warm_start_sigma)
     store = EpisodeStore(cfg.store)
     if store.meta.world_id != model.cfg.world_id:
         raise ValueError(

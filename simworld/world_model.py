@@ -151,9 +151,7 @@ class WorldModel(nn.Module):
         )
         denoise_loss = (denoise * weight).sum() / weight.sum()
         loss = (
-            denoise_loss
-            + self.diffusion.reward_weight * r_loss
-            + self.diffusion.termination_weight * t_loss
+            denoise_loss + self.diffusion.reward_weight * r_loss + self.diffusion.termination_weight * t_loss
         )
         logs = {
             "train/loss": loss.item(),
@@ -265,7 +263,11 @@ class WorldModel(nn.Module):
         a = torch.as_tensor(actions, device=self.device)[:, None]  # (b, 1, ...)
         valid = torch.ones(a.shape[0], 1, dtype=torch.bool, device=self.device)
         shape = (a.shape[0], 1, self.latent_channels, *self.latent_size)
-        sigmas = sampling_sigmas(self.diffusion, device=self.device)
+        warm = self.diffusion.warm_start_sigma
+        sigmas = sampling_sigmas(self.diffusion, device=self.device, sigma_max=warm or None)
+        init = None
+        if warm and state.cache.prev is not None:  # the previous frame, un-preconditioned
+            init = state.cache.prev * (self.diffusion.context_sigma**2 + self.diffusion.sigma_data**2) ** 0.5
         latent = sample(
             self._denoiser(a, valid, state.cache, write=False),
             shape,
@@ -273,6 +275,7 @@ class WorldModel(nn.Module):
             self.diffusion.sampler,
             state.generator,
             self.device,
+            init=init,
         )
         reward, term = self._write(latent, a, valid, state)
         state.steps += 1

@@ -137,13 +137,31 @@ def test_rollout_and_dream_commands(checkpoint, tmp_path):
 
 def test_train_then_eval_model(balls_store, tmp_path):
     out = tmp_path / "run"
-    simworld("train", f"store={balls_store.root}", f"out={out}", "dynamics=tiny", "window=4", "batch_size=2",
-             "steps=2", "bank_size=4", "progress=false")
+    simworld(
+        "train",
+        f"store={balls_store.root}",
+        f"out={out}",
+        "dynamics=tiny",
+        "window=4",
+        "batch_size=2",
+        "steps=2",
+        "bank_size=4",
+        "progress=false",
+    )
     assert (out / "model" / "model.safetensors").exists() and (out / "checkpoint" / "trainer.json").exists()
-    proc = simworld("train", f"store={balls_store.root}", f"out={out}", "dynamics=tiny", "steps=2", check=False)
+    proc = simworld(
+        "train", f"store={balls_store.root}", f"out={out}", "dynamics=tiny", "steps=2", check=False
+    )
     assert proc.returncode != 0 and "resume=true" in proc.stderr + proc.stdout
-    proc = simworld("eval-model", f"model={out / 'model'}", f"store={balls_store.root}", "horizons=[1,2]",
-                    "context=2", "val_fraction=0.5", "progress=false")
+    proc = simworld(
+        "eval-model",
+        f"model={out / 'model'}",
+        f"store={balls_store.root}",
+        "horizons=[1,2]",
+        "context=2",
+        "val_fraction=0.5",
+        "progress=false",
+    )
     assert "psnr" in proc.stdout
     result = json.loads((out / "model" / "eval.json").read_text())
     assert result["psnr@1"] is not None and result["n@2"] >= 1

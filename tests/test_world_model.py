@@ -140,3 +140,14 @@ def test_evaluate_reports_every_horizon(store):
     for h in (1, 4, 16):
         assert result[f"psnr@{h}"] is not None and 0 < result[f"ssim@{h}"] <= 1
     assert result["terminations"] >= 0 and result["reward_mae"] >= 0
+
+
+def test_warm_start_sampling_starts_from_the_previous_frame(store):
+    model = tiny_model().eval()
+    ep = store.load(0)
+    frames, actions = ep.frames[None, :3], ep.actions[None, :2]
+    cold = rollout(model, frames.repeat(2, 0), actions.repeat(2, 0), steps=1)[0]
+    model.diffusion.warm_start_sigma = 0.05  # barely noised: the sample stays near the last frame
+    warm = rollout(model, frames.repeat(2, 0), actions.repeat(2, 0), steps=1)[0]
+    last = frames[0, -1].astype(float)
+    assert np.abs(warm[0, 0] - last).mean() < np.abs(cold[0, 0] - last).mean()

@@ -32,6 +32,9 @@ class DiffusionConfig:
     steps: int = 3  # denoising steps per generated frame
     sampler: str = "euler"  # euler | heun
     context_sigma: float = 0.05  # noise the context is held at during rollouts
+    # > 0: start sampling from the previous frame noised to this level instead of from pure noise
+    # at sigma_max (an SDEdit-style warm start; objects stay put while the model is unsure)
+    warm_start_sigma: float = 0.0
     context_sigma_max: float = 0.2  # training: context noise augmentation drawn from U(0, this)
     # fraction of windows with low-noise context and a noisy last frame (the rollout situation);
     # the rest are diffusion forcing (every frame at its own noise level)
@@ -76,14 +79,17 @@ def sample_training_sigmas(
     return torch.where(forced[:, None], ctx, sigma), weight
 
 
-def sampling_sigmas(cfg: DiffusionConfig, steps: int | None = None, device=None) -> torch.Tensor:
+def sampling_sigmas(
+    cfg: DiffusionConfig, steps: int | None = None, device=None, sigma_max: float | None = None
+) -> torch.Tensor:
     """Karras schedule from sigma_max down to sigma_min, then 0: ``steps + 1`` values."""
     n = steps or cfg.steps
+    top = sigma_max or cfg.sigma_max
     if n < 1:
         raise ValueError(f"need at least one denoising step, got {n}")
     ramp = torch.linspace(0, 1, n, device=device, dtype=torch.float64)
-    lo, hi = cfg.sigma_min ** (1 / cfg.rho), cfg.sigma_max ** (1 / cfg.rho)
-    sigmas = (hi + ramp * (lo - hi)) ** cfg.rho if n > 1 else torch.tensor([cfg.sigma_max], device=device)
+    lo, hi = cfg.sigma_min ** (1 / cfg.rho), top ** (1 / cfg.rho)
+    sigmas = (hi + ramp * (lo - hi)) ** cfg.rho if n > 1 else torch.tensor([top], device=device)
     return torch.cat([sigmas.double(), sigmas.new_zeros(1, dtype=torch.float64)]).float()
 
 

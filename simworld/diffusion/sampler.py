@@ -16,6 +16,7 @@ def sample(
     sampler: str = "euler",
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    init: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Integrate from pure noise at ``sigmas[0]`` down to ``sigmas[-1] == 0``.
 
@@ -26,6 +27,8 @@ def sample(
         raise ValueError(f"unknown sampler {sampler!r}; choose 'euler' or 'heun'")
     b = shape[0]
     x = torch.randn(shape, generator=generator, device=device) * sigmas[0]
+    if init is not None:
+        x = x + init
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         denoised = denoise(x, s.expand(b))
