@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "simworld.probes.cli:probe",
         "physics probes on a checkpoint's dreams (ID/OOD) or a video + sidecar: JSON + HTML",
     ),
+    "export-model": (
+        "simworld.commands:export_model",
+        "copy a world model, e.g. with fp16 weights for shipping",
+    ),
     "info": ("simworld.commands:info", "summarise an episode store"),
     "bench": (
         "simworld.commands:bench",

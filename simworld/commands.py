@@ -152,3 +152,16 @@ def play(cfg: DictConfig) -> dict:
     from simworld.play import PlayConfig, play
 
     return play(PlayConfig(**_plain(cfg)))
+
+
+def export_model(cfg: DictConfig) -> str:
+    import torch
+
+    from simworld.world_model import WorldModel
+
+    model = WorldModel.from_pretrained(cfg.model)
+    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.dtype]
+    path = model.save_pretrained(cfg.out, dtype=dtype)
+    size = sum(f.stat().st_size for f in Path(path).iterdir())
+    print(f"wrote {path} ({size / 2**20:.1f} MiB, weights in {cfg.dtype})")
+    return str(path)
