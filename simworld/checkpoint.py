@@ -14,6 +14,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 
+def _umask() -> int:
+    # mkstemp/mkdtemp create owner-only files; checkpoints should get the usual permissions instead
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class CheckpointError(ValueError):
     """A checkpoint that is missing pieces, corrupt, or does not match what loads it."""
 
@@ -27,6 +34,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -45,6 +53,7 @@ def atomic_save_tensors(
         save_file(tensors, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -74,6 +83,7 @@ def read_json(path: str | Path) -> dict[str, Any]:
 def replace_dir(tmp: Path, final: Path) -> None:
     """Move a fully written directory into place; the old one is removed only after the swap."""
     final = Path(final)
+    os.chmod(tmp, 0o777 & ~_umask())
     old = final.with_name(f".{final.name}.old")
     if old.exists():
         shutil.rmtree(old)

@@ -165,3 +165,11 @@ def test_train_then_eval_model(balls_store, tmp_path):
     assert "psnr" in proc.stdout
     result = json.loads((out / "model" / "eval.json").read_text())
     assert result["psnr@1"] is not None and result["n@2"] >= 1
+
+
+def test_main_job_runs_the_shipped_model(tmp_path):
+    """README Quickstart's first command, shortened: the packaged Balls model dreams beside the world."""
+    simworld("dream", "steps=8", cwd=tmp_path)
+    summary = json.loads((tmp_path / "dream.json").read_text())
+    assert summary["steps"] == 8 and summary["checkpoint"].endswith("assets/balls")
+    assert (tmp_path / "dream.mp4").exists() and (tmp_path / "dream_psnr.png").exists()

@@ -29,7 +29,7 @@ class DiffusionConfig:
     sigma_min: float = 2e-3  # sampling schedule
     sigma_max: float = 5.0
     rho: float = 7.0
-    steps: int = 3  # denoising steps per generated frame
+    steps: int = 1  # denoising steps per frame: 1 scored best on the CPU Balls model (docs/results.md)
     sampler: str = "euler"  # euler | heun
     context_sigma: float = 0.05  # noise the context is held at during rollouts
     # > 0: start sampling from the previous frame noised to this level instead of from pure noise
