@@ -89,6 +89,9 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
         result[f"psnr@{h}"] = float(np.mean(np.minimum(psnr[m, h - 1], 100.0))) if m.any() else None
         result[f"ssim@{h}"] = float(np.mean(ssim[m, h - 1])) if m.any() else None
         result[f"n@{h}"] = int(m.sum())
+        # the trivial baseline a model must beat: the last real context frame, repeated
+        held = psnr_uint8(frames[m, cfg.context - 1], frames[m, cfg.context + h - 1]) if m.any() else None
+        result[f"copy_last_psnr@{h}"] = float(np.mean(np.minimum(held, 100.0))) if m.any() else None
     result["reward_mae"] = float(np.abs(pred_r - rewards)[valid].mean())
     result["reward_true_mean"] = float(rewards[valid].mean())
     fired, truth = (pred_t > 0.5) & valid, terms.astype(bool) & valid
@@ -116,6 +119,12 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
                 "   n/a" if v is None else f"{v:6.3f}" if name == "ssim" else f"{v:6.2f}" for v in vals
             )
         )
+    vals = [result.get(f"copy_last_psnr@{h}") for h in horizons]
+    print(
+        "copy-last"
+        + "".join("     n/a" if v is None else f"  {v:6.2f}" for v in vals)
+        + "  (PSNR of repeating the last real frame)"
+    )
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     print(
         f"reward MAE {result['reward_mae']:.4f} (true mean reward {result['reward_true_mean']:.4f}); "
