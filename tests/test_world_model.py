@@ -151,3 +151,42 @@ def test_warm_start_sampling_starts_from_the_previous_frame(store):
     warm = rollout(model, frames.repeat(2, 0), actions.repeat(2, 0), steps=1)[0]
     last = frames[0, -1].astype(float)
     assert np.abs(warm[0, 0] - last).mean() < np.abs(cold[0, 0] - last).mean()
+
+
+def test_world_model_on_a_trained_vae_tokenizer(store, tmp_path):
+    from simworld.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    vae = {"channels": [8, 8, 16], "blocks": [0, 0, 1], "latent_channels": 4}
+    train_tokenizer(
+        TokenizerTrainConfig(
+            store=str(store.root),
+            out=str(tmp_path / "vae"),
+            steps=2,
+            batch_size=4,
+            eval_every=0,
+            final_eval_frames=8,
+            norm_frames=16,
+            progress=False,
+            vae=vae,
+        )
+    )
+    train_world_model(
+        TrainConfig(
+            store=str(store.root),
+            out=str(tmp_path / "wm"),
+            tokenizer_path=str(tmp_path / "vae"),
+            dynamics=TINY,
+            window=4,
+            batch_size=2,
+            steps=2,
+            bank_size=4,
+            progress=False,
+        )
+    )
+    model = WorldModel.from_pretrained(tmp_path / "wm" / "model")
+    assert model.cfg.tokenizer["kind"] == "vae" and model.latent_channels == 4
+    ep = store.load(0)
+    frames, _, _ = rollout(
+        model, ep.frames[None, :3].repeat(2, 0), ep.actions[None, :2].repeat(2, 0), steps=1
+    )
+    assert frames.shape == (1, 2, 64, 64, 3)
