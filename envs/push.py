@@ -11,7 +11,6 @@ import numpy as np
 import pymunk
 from gymnasium import spaces
 
-from envs.balls import _frame_size, _integer, _number, _validate_state
 from envs.render import (
     BACKGROUND,
     BLUE,
@@ -24,6 +23,10 @@ from envs.render import (
     to_uint8,
     world_to_px,
 )
+from envs.validation import frame_size as _frame_size
+from envs.validation import integer as _integer
+from envs.validation import number as _number
+from envs.validation import validate_state as _validate_state
 
 _G = 9.81  # only sets the floor's normal force for Coulomb friction; the floor is horizontal
 _WALL_THICKNESS = 1.0

@@ -32,7 +32,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from simworld.data.atomic import atomic_write_bytes, fsync_dir, fsync_file, temp_path_for
+from simworld.data.atomic import atomic_path, atomic_write_bytes
 from simworld.data.episode import Episode
 from simworld.data.spaces import action_dtype, check_action_array, space_to_spec, spec_to_space
 
@@ -287,16 +287,8 @@ class EpisodeStore:
             self._remove_stale_temps()
             eid = existing[-1] + 1 if existing else 0
             path = self.episode_path(eid)
-            tmp = temp_path_for(path)
-            try:
+            with atomic_path(path) as tmp:
                 save_file(tensors, str(tmp), metadata=metadata)
-                fsync_file(tmp)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
-            fsync_dir(self.episodes_dir)
         self._ids = [*existing, eid]
         self._lengths[eid] = episode.num_steps
         return eid
