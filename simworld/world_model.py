@@ -187,7 +187,9 @@ class WorldModel(nn.Module):
         d = self.dynamics.cfg
         p = d.patch_size
         grid = (self.latent_size[0] // p, self.latent_size[1] // p)
-        cache = KVCache(d.depth, batch, d.heads, d.dim // d.heads, grid, d.context, device=self.device)
+        cache = KVCache(
+            self.dynamics.cache_layers, batch, d.heads, d.dim // d.heads, grid, d.context, device=self.device
+        )
         return RolloutState(cache, generator, torch.zeros(batch, dtype=torch.long))
 
     def _write(self, latent: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor, state: RolloutState):

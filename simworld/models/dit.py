@@ -29,6 +29,9 @@ DIT_SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 
+ATTENTION_KINDS = ("block_causal", "factorised")
+
+
 @dataclass
 class DynamicsConfig:
     latent_channels: int = 48
@@ -43,8 +46,14 @@ class DynamicsConfig:
     # each patch also carries the same patch of the previous frame: a spacetime patch two frames deep
     # (overlapping in time), so "mostly copy the last frame" is local to a token, not learned attention
     prev_frame_input: bool = True
+    # "block_causal": every block attends over all tokens of its frame and the earlier frames.
+    # "factorised": blocks alternate spatial attention (the frame's own tokens) and causal temporal
+    # attention (the same patch position in the earlier frames), as in ST-DiT / Latte / Oasis.
+    attention: str = "block_causal"
 
     def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"unknown attention {self.attention!r}; choose one of {ATTENTION_KINDS}")
         if self.size not in DIT_SIZES:
             raise ValueError(f"unknown dynamics size {self.size!r}; choose one of {list(DIT_SIZES)}")
         dim, depth, heads = DIT_SIZES[self.size]
@@ -109,17 +118,37 @@ class Attention(nn.Module):
         return self.q_norm(q), self.k_norm(k), v
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,  # (b, t*n, d)
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        kind: str = "full",
+        frames: int = 1,
     ) -> torch.Tensor:
-        q, k, v = self.qkv_heads(x)  # (b, heads, n, dh)
+        q, k, v = self.qkv_heads(x)  # (b, heads, t*n, dh)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, heads, n, dh)
-        return self.proj(out.transpose(1, 2).flatten(2))
+        b, heads, tn, dh = q.shape
+        t, n = frames, tn // frames
+        if kind == "spatial":  # each frame on its own: (b*t, heads, n, dh)
+            q, k, v = (z.view(b, heads, t, n, dh).transpose(1, 2).flatten(0, 1) for z in (q, k, v))
+        elif kind == "temporal":  # each patch position on its own: (b*n, heads, t, dh)
+            q, k, v = (z.view(b, heads, t, n, dh).permute(0, 3, 1, 2, 4).flatten(0, 1) for z in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if kind == "spatial":
+            out = out.view(b, t, heads, n, dh).transpose(1, 2)
+        elif kind == "temporal":
+            out = out.view(b, n, heads, t, dh).permute(0, 2, 3, 1, 4)
+        return self.proj(out.reshape(b, heads, tn, dh).transpose(1, 2).flatten(2))
 
 
 class DiTBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+    """adaLN-Zero transformer block; ``kind`` is what its attention sees: "full" (the frame and the
+    earlier ones), "spatial" (the frame only) or "temporal" (its patch position in earlier frames)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, kind: str = "full") -> None:
         super().__init__()
+        self.kind = kind
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -134,25 +163,43 @@ class DiTBlock(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor | None,
         cache: KVCache | None = None,
-        layer: int = 0,
+        layer: int | None = 0,
         write: bool = False,
     ) -> torch.Tensor:
         b, t, n, d = x.shape
         sh1, sc1, g1, sh2, sc2, g2 = self.ada(c)[:, :, None].chunk(6, dim=-1)  # (b, t, 1, d) each
         h = modulate(self.norm1(x), sh1, sc1).flatten(1, 2)  # (b, t*n, d)
         if cache is None:
-            a = self.attn(h, *rope, mask)
+            a = self.attn(h, *rope, mask, self.kind, t)
         else:
             a = self._cached_attention(h, cache, layer, write)
         x = x + g1 * a.view(b, t, n, d)
         x = x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2))
         return x
 
-    def _cached_attention(self, h: torch.Tensor, cache: KVCache, layer: int, write: bool) -> torch.Tensor:
+    def _cached_attention(
+        self, h: torch.Tensor, cache: KVCache, layer: int | None, write: bool
+    ) -> torch.Tensor:
         q, k, v = self.attn.qkv_heads(h)  # (b, heads, n, dh): the new frame only
+        if self.kind == "spatial":  # nothing from the past: no cache
+            cos, sin = cache.new_frame_rope()
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            out = F.scaled_dot_product_attention(q, k, v)
+            return self.attn.proj(out.transpose(1, 2).flatten(2))
         keys, values, key_mask, (cos, sin) = cache.context(layer, k, v)  # (b, heads, keys, dh)
         q = apply_rope(q, cos, sin)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask)  # (b, heads, n, dh)
+        if self.kind == "temporal":  # each patch position attends to its own past: (b*n, heads, ., dh)
+            b, heads, n, dh = q.shape
+            q = q.permute(0, 2, 1, 3).reshape(b * n, heads, 1, dh)
+            keys, values = (
+                z.view(b, heads, -1, n, dh).permute(0, 3, 1, 2, 4).flatten(0, 1) for z in (keys, values)
+            )
+            if key_mask is not None:  # (b, 1, 1, frames*n) -> (b*n, 1, 1, frames)
+                key_mask = key_mask.view(b, 1, 1, -1, n).permute(0, 4, 1, 2, 3).flatten(0, 1)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask)  # (b*n, heads, 1, dh)
+            out = out.view(b, n, heads, dh).transpose(1, 2)
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask)  # (b, heads, n, dh)
         if write:
             cache.write(layer)
         return self.attn.proj(out.transpose(1, 2).flatten(2))
@@ -170,7 +217,14 @@ class DiT(nn.Module):
         # how noisy the previous frame (the patch's second half) is: trust it when it is clean
         self.prev_noise_emb = NoiseEmbedder(d) if cfg.prev_frame_input else None
         self.action_emb = ActionEmbedder(cfg.action_space, d)
-        self.blocks = nn.ModuleList([DiTBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
+        kinds = ["full"] * cfg.depth
+        if cfg.attention == "factorised":
+            kinds = ["spatial" if i % 2 == 0 else "temporal" for i in range(cfg.depth)]
+        self.blocks = nn.ModuleList([DiTBlock(d, cfg.heads, cfg.mlp_ratio, kind) for kind in kinds])
+        # blocks that look at earlier frames keep keys/values in the rollout cache; this is their slot
+        needs = [kind != "spatial" for kind in kinds]
+        self.cache_slot = [sum(needs[:i]) if need else None for i, need in enumerate(needs)]
+        self.cache_layers = sum(needs)
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.patch_out = nn.Linear(d, c * p * p)
@@ -249,12 +303,17 @@ class DiT(nn.Module):
         n = tokens.shape[2]
         cond = self._condition(c_noise, actions, valid, prev_c_noise)  # (b, t, d)
         rope = rope_angles(t, h // p, w // p, self.cfg.dim // self.cfg.heads, device=x.device)
-        frame = torch.arange(t, device=x.device).repeat_interleave(n)
         # a token sees its own frame and the context - 1 frames before it (exactly what the cache keeps)
-        age = frame[:, None] - frame[None, :]  # (t*n, t*n)
-        mask = (age >= 0) & (age < self.cfg.context)
+        frame = torch.arange(t, device=x.device)
+        age = frame[:, None] - frame[None, :]  # (t, t)
+        frame_mask = (age >= 0) & (age < self.cfg.context)
+        masks = {
+            "full": frame_mask.repeat_interleave(n, 0).repeat_interleave(n, 1),  # (t*n, t*n)
+            "temporal": frame_mask,
+            "spatial": None,
+        }
         for block in self.blocks:
-            tokens = block(tokens, cond, rope, mask)
+            tokens = block(tokens, cond, rope, masks[block.kind])
         return self._output(tokens, cond, h, w)
 
     def forward_cached(
@@ -271,8 +330,8 @@ class DiT(nn.Module):
         prev, prev_c_noise = cache.prev_input(x, c_noise, NO_PREV_C_NOISE)
         tokens = self._embed(x, prev)  # (b, 1, n, d)
         cond = self._condition(c_noise, actions, valid, prev_c_noise)
-        for i, block in enumerate(self.blocks):
-            tokens = block(tokens, cond, None, None, cache=cache, layer=i, write=write)
+        for block, slot in zip(self.blocks, self.cache_slot, strict=True):
+            tokens = block(tokens, cond, None, None, cache=cache, layer=slot, write=write)
         if write:
             cache.advance(x, c_noise)
         return self._output(tokens, cond, h, w)

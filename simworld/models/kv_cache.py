@@ -57,6 +57,10 @@ class KVCache:
             self.prev_c_noise[mask] = self._no_prev
         self._tables = None
 
+    def new_frame_rope(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin ``(b, 1, n, dh/2)`` rotating the new frame's tokens at its absolute position."""
+        return self._new_frame_tables()
+
     def _new_frame_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._tables is None:
             t = self.count[:, None].expand(-1, self.n)  # (b, n): the new frame's absolute index

@@ -28,15 +28,25 @@ def inputs(b=2, t=6, h=8, w=6, discrete=True):
     return x, c_noise, actions, valid
 
 
-def test_shapes():
-    model = tiny()
+ATTENTION = ["block_causal", "factorised"]
+
+
+def new_cache(model, batch=2, grid=(4, 3), context=3):
+    cfg = model.cfg
+    return KVCache(model.cache_layers, batch, cfg.heads, cfg.dim // cfg.heads, grid, context=context)
+
+
+@pytest.mark.parametrize("attention", ATTENTION)
+def test_shapes(attention):
+    model = tiny(attention=attention)
     x, c, a, v = inputs()
     out, reward, term = model(x, c, a, v)
     assert out.shape == x.shape and reward.shape == (2, 6) and term.shape == (2, 6)
 
 
-def test_later_frames_do_not_change_earlier_predictions():
-    model = tiny(context=8)
+@pytest.mark.parametrize("attention", ATTENTION)
+def test_later_frames_do_not_change_earlier_predictions(attention):
+    model = tiny(context=8, attention=attention)
     x, c, a, v = inputs()
     out, reward, _ = model(x, c, a, v)
     x2, a2 = x.clone(), a.clone()
@@ -48,13 +58,15 @@ def test_later_frames_do_not_change_earlier_predictions():
     assert not torch.allclose(out2[:, 3:], out[:, 3:])
 
 
-@pytest.mark.parametrize("discrete", [True, False])
-def test_kv_cache_matches_full_forward_beyond_the_window(discrete):
+@pytest.mark.parametrize(
+    "discrete,attention", [(True, "block_causal"), (False, "block_causal"), (True, "factorised")]
+)
+def test_kv_cache_matches_full_forward_beyond_the_window(discrete, attention):
     space = None if discrete else {"type": "Box", "shape": [2], "low": [-1, -1], "high": [1, 1]}
-    model = tiny(context=3, action_space=space)
+    model = tiny(context=3, action_space=space, attention=attention)
     x, c, a, v = inputs(t=7, discrete=discrete)
     full, full_r, full_t = model(x, c, a, v)
-    cache = KVCache(model.cfg.depth, 2, model.cfg.heads, model.cfg.dim // model.cfg.heads, (4, 3), context=3)
+    cache = new_cache(model)
     for t in range(7):
         out, r, term = model.forward_cached(
             x[:, t : t + 1], c[:, t : t + 1], a[:, t : t + 1], v[:, t : t + 1], cache, write=True
@@ -67,7 +79,7 @@ def test_kv_cache_matches_full_forward_beyond_the_window(discrete):
 def test_cache_reset_of_one_element_leaves_the_other():
     model = tiny(context=3)
     x, c, a, v = inputs(t=4)
-    cache = KVCache(model.cfg.depth, 2, model.cfg.heads, model.cfg.dim // model.cfg.heads, (4, 3), context=3)
+    cache = new_cache(model)
     for t in range(3):
         model.forward_cached(
             x[:, t : t + 1], c[:, t : t + 1], a[:, t : t + 1], v[:, t : t + 1], cache, write=True
@@ -78,3 +90,11 @@ def test_cache_reset_of_one_element_leaves_the_other():
     torch.testing.assert_close(out[:1], alone, atol=1e-5, rtol=1e-4)
     full, *_ = model(x[1:], c[1:], a[1:], v[1:])
     torch.testing.assert_close(out[1:, 0], full[:, 3], atol=1e-5, rtol=1e-4)
+
+
+def test_factorised_attention_is_spatial_then_temporal():
+    model = tiny(attention="factorised", depth=4)
+    assert [b.kind for b in model.blocks] == ["spatial", "temporal", "spatial", "temporal"]
+    assert model.cache_layers == 2  # spatial blocks keep nothing from the past
+    with pytest.raises(ValueError, match="unknown attention"):
+        DynamicsConfig(attention="axial")
