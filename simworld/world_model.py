@@ -172,10 +172,14 @@ class WorldModel(nn.Module):
         return shifted, valid
 
     # ------------------------------------------------------------------ inference
-    def _denoiser(self, actions: torch.Tensor, valid: torch.Tensor, cache: KVCache, write: bool):
+    def _denoiser(
+        self, actions: torch.Tensor, valid: torch.Tensor, cache: KVCache, write: bool, use_cache: bool = True
+    ):
+        forward = self.dynamics.forward_cached if use_cache else self.dynamics.forward_window
+
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             pre = precondition(sigma[:, None, None, None, None], self.diffusion.sigma_data)
-            out, reward, term = self.dynamics.forward_cached(
+            out, reward, term = forward(
                 pre.c_in * x, pre.c_noise[:, :, 0, 0, 0], actions, valid, cache, write=write
             )
             denoise.heads = (reward[:, 0], term[:, 0])
@@ -192,11 +196,18 @@ class WorldModel(nn.Module):
         )
         return RolloutState(cache, generator, torch.zeros(batch, dtype=torch.long))
 
-    def _write(self, latent: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor, state: RolloutState):
+    def _write(
+        self,
+        latent: torch.Tensor,
+        actions: torch.Tensor,
+        valid: torch.Tensor,
+        state: RolloutState,
+        use_cache: bool = True,
+    ):
         """Hold a clean latent ``(b, 1, c, h, w)`` at the context noise level and add it to the cache."""
         sigma = torch.full((latent.shape[0],), self.diffusion.context_sigma, device=latent.device)
         noise = torch.randn(latent.shape, generator=state.generator, device=latent.device)
-        denoise = self._denoiser(actions, valid, state.cache, write=True)
+        denoise = self._denoiser(actions, valid, state.cache, write=True, use_cache=use_cache)
         denoise(latent + sigma[:, None, None, None, None] * noise, sigma)
         return denoise.heads
 
@@ -233,7 +244,8 @@ class WorldModel(nn.Module):
         if state is None:
             target = state = self.new_state(b, generator)
         else:
-            idx = torch.as_tensor(np.asarray(mask), device=state.cache.device).nonzero().flatten()
+            mask = np.ones(state.cache.batch, dtype=bool) if mask is None else np.asarray(mask)
+            idx = torch.as_tensor(mask, device=state.cache.device).nonzero().flatten()
             if len(idx) != b:
                 raise ValueError(f"mask selects {len(idx)} elements but {b} context windows were given")
             target = RolloutState(state.cache.subset(idx), state.generator, state.steps[idx.cpu()])
@@ -249,19 +261,31 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def step(
-        self, state: RolloutState, actions: np.ndarray | torch.Tensor, decode: bool = True
+        self,
+        state: RolloutState,
+        actions: np.ndarray | torch.Tensor,
+        decode: bool = True,
+        use_cache: bool = True,
     ) -> tuple[np.ndarray | None, torch.Tensor, np.ndarray, np.ndarray]:
         """Imagine one step for every batch element.
 
         Args:
             actions: ``(b,)`` ints (Discrete) or ``(b, *shape)`` floats (Box).
             decode: also decode the new latent to pixels (off for agents that read latents).
+            use_cache: False recomputes the whole window of ``context`` frames instead of reading
+                cached keys/values (``context`` times the work; for benchmarks and checks). Once a
+                rollout has stepped without the cache it must keep doing so until it is reset.
 
         Returns:
             ``(frames uint8 (b, H, W, 3) or None, latents (b, c, h, w), rewards (b,), termination probability (b,))``
         """
         actions = np.asarray(actions.cpu() if torch.is_tensor(actions) else actions)
         check_action_array(actions, self.action_space, state.cache.batch)
+        if use_cache and state.cache.stale:
+            raise RuntimeError(
+                "this rollout stepped without the KV cache, so the cache misses frames: keep use_cache=False "
+                "or reset it"
+            )
         a = torch.as_tensor(actions, device=self.device)[:, None]  # (b, 1, ...)
         valid = torch.ones(a.shape[0], 1, dtype=torch.bool, device=self.device)
         shape = (a.shape[0], 1, self.latent_channels, *self.latent_size)
@@ -271,7 +295,7 @@ class WorldModel(nn.Module):
         if warm and state.cache.prev is not None:  # the previous frame, un-preconditioned
             init = state.cache.prev * (self.diffusion.context_sigma**2 + self.diffusion.sigma_data**2) ** 0.5
         latent = sample(
-            self._denoiser(a, valid, state.cache, write=False),
+            self._denoiser(a, valid, state.cache, write=False, use_cache=use_cache),
             shape,
             sigmas,
             self.diffusion.sampler,
@@ -279,7 +303,7 @@ class WorldModel(nn.Module):
             self.device,
             init=init,
         )
-        reward, term = self._write(latent, a, valid, state)
+        reward, term = self._write(latent, a, valid, state, use_cache=use_cache)
         state.steps += 1
         frames = None
         if decode:

@@ -293,12 +293,18 @@ class DiT(nn.Module):
         c_noise: torch.Tensor,  # (b, t)
         actions: torch.Tensor,  # (b, t) or (b, t, a): the action that led to each frame
         valid: torch.Tensor,  # (b, t) bool: False where a frame has no previous action
+        prev: torch.Tensor | None = None,  # (b, t, c, h, w) each frame's previous frame (default: x shifted)
+        prev_c_noise: torch.Tensor | None = None,  # (b, t)
+        key_valid: torch.Tensor | None = None,  # (b, t) bool: False for padding frames nobody may see
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All frames at once, block-causally. Returns (output (b,t,c,h,w), reward (b,t), term logit (b,t))."""
         b, t, _, h, w = x.shape
         p = self.cfg.patch_size
-        prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)  # (b, t, c, h, w)
-        prev_c_noise = torch.cat([torch.full_like(c_noise[:, :1], NO_PREV_C_NOISE), c_noise[:, :-1]], dim=1)
+        if prev is None:
+            prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)  # (b, t, c, h, w)
+            prev_c_noise = torch.cat(
+                [torch.full_like(c_noise[:, :1], NO_PREV_C_NOISE), c_noise[:, :-1]], dim=1
+            )
         tokens = self._embed(x, prev)  # (b, t, n, d)
         n = tokens.shape[2]
         cond = self._condition(c_noise, actions, valid, prev_c_noise)  # (b, t, d)
@@ -306,12 +312,21 @@ class DiT(nn.Module):
         # a token sees its own frame and the context - 1 frames before it (exactly what the cache keeps)
         frame = torch.arange(t, device=x.device)
         age = frame[:, None] - frame[None, :]  # (t, t)
-        frame_mask = (age >= 0) & (age < self.cfg.context)
-        masks = {
-            "full": frame_mask.repeat_interleave(n, 0).repeat_interleave(n, 1),  # (t*n, t*n)
-            "temporal": frame_mask,
-            "spatial": None,
-        }
+        frame_mask = (age >= 0) & (age < self.cfg.context)  # (t, t)
+        if key_valid is None:
+            masks = {
+                "full": frame_mask.repeat_interleave(n, 0).repeat_interleave(n, 1),  # (t*n, t*n)
+                "temporal": frame_mask,
+                "spatial": None,
+            }
+        else:  # padding frames are hidden from everyone but themselves (no empty softmax rows)
+            eye = torch.eye(t, dtype=torch.bool, device=x.device)
+            fm = frame_mask & (key_valid[:, None, :] | eye)  # (b, t, t)
+            masks = {
+                "full": fm.repeat_interleave(n, 1).repeat_interleave(n, 2)[:, None],  # (b, 1, t*n, t*n)
+                "temporal": fm[:, None, None].expand(b, n, 1, t, t).flatten(0, 1),  # (b*n, 1, t, t)
+                "spatial": None,
+            }
         for block in self.blocks:
             tokens = block(tokens, cond, rope, masks[block.kind])
         return self._output(tokens, cond, h, w)
@@ -333,5 +348,46 @@ class DiT(nn.Module):
         for block, slot in zip(self.blocks, self.cache_slot, strict=True):
             tokens = block(tokens, cond, None, None, cache=cache, layer=slot, write=write)
         if write:
-            cache.advance(x, c_noise)
+            cache.advance(x, c_noise, actions, valid)
         return self._output(tokens, cond, h, w)
+
+    def forward_window(
+        self,
+        x: torch.Tensor,  # (b, 1, c, h, w) the new frame, preconditioned
+        c_noise: torch.Tensor,  # (b, 1)
+        actions: torch.Tensor,  # (b, 1) or (b, 1, a)
+        valid: torch.Tensor,  # (b, 1)
+        cache: KVCache,
+        write: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What :meth:`forward_cached` computes, without cached keys/values: the whole window of the
+        last ``context - 1`` frames (from ``cache.history``) is run again with the new one. Costs
+        ``context`` times the tokens; the reference the cache is measured against."""
+        if cache.history is None:  # nothing written yet: the new frame alone
+            prev, prev_c_noise = cache.prev_input(x, c_noise, NO_PREV_C_NOISE)
+            out = self.forward(x, c_noise, actions, valid, prev=prev, prev_c_noise=prev_c_noise)
+        else:
+            hist, filled = cache.history, cache.history_filled  # (b, context, ...), oldest first
+
+            def window(key: str, new: torch.Tensor) -> torch.Tensor:
+                return torch.cat([hist[key][:, 1:], new.to(hist[key].dtype)], dim=1)
+
+            prev = hist["x"]  # each window frame's previous frame: the one before it in the history
+            prev_c_noise = torch.where(
+                filled, hist["c_noise"], torch.full_like(hist["c_noise"], NO_PREV_C_NOISE)
+            )
+            key_valid = torch.cat([filled[:, 1:], torch.ones_like(filled[:, :1])], dim=1)
+            out = self.forward(
+                window("x", x),
+                window("c_noise", c_noise),
+                window("actions", actions),
+                window("valid", valid),
+                prev=prev,
+                prev_c_noise=prev_c_noise,
+                key_valid=key_valid,
+            )
+            out = tuple(o[:, -1:] for o in out)
+        if write:
+            cache.advance(x, c_noise, actions, valid)
+            cache.stale = True  # its keys/values never saw this frame
+        return out

@@ -42,6 +42,11 @@ class KVCache:
         self.prev_c_noise: torch.Tensor | None = None  # (b, 1): and its noise level
         self._no_prev = 0.0
         self._tables: tuple[torch.Tensor, torch.Tensor] | None = None
+        # The inputs of the last ``context`` frames, oldest first, so a step can also recompute its
+        # whole window without the cache (DiT.forward_window): tensors (b, context, ...) once written.
+        self.history: dict[str, torch.Tensor] | None = None
+        self.history_filled = torch.zeros(batch, context, dtype=torch.bool, device=device)
+        self.stale = False  # set by a step that bypassed the cache: its keys/values miss that frame
 
     @property
     def device(self) -> torch.device:
@@ -52,6 +57,12 @@ class KVCache:
         mask = torch.ones(self.batch, dtype=torch.bool, device=self.device) if mask is None else mask
         self.count[mask] = 0
         self.filled[mask] = False
+        self.history_filled[mask] = False
+        if self.history is not None:
+            for value in self.history.values():
+                value[mask] = 0
+        if bool(mask.all()):
+            self.stale = False
         if self.prev is not None:
             self.prev[mask] = 0
             self.prev_c_noise[mask] = self._no_prev
@@ -113,16 +124,36 @@ class KVCache:
             self.prev_c_noise = torch.full_like(like_c_noise, no_prev)
         return self.prev, self.prev_c_noise
 
-    def advance(self, x: torch.Tensor | None = None, c_noise: torch.Tensor | None = None) -> None:
+    def advance(
+        self,
+        x: torch.Tensor | None = None,
+        c_noise: torch.Tensor | None = None,
+        actions: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> None:
         """Close the step after every layer has written: the new frame (input ``x``) becomes context."""
         if x is not None:
             self.prev = x.detach().clone()
             self.prev_c_noise = c_noise.detach().clone()
+        if actions is not None:
+            self._remember(x=x, c_noise=c_noise, actions=actions, valid=valid)
         if self.slots:
             slot = self.count % self.slots
             self.filled[torch.arange(self.batch, device=self.device), slot] = True
         self.count += 1
         self._tables = None
+
+    def _remember(self, **frame: torch.Tensor) -> None:
+        """Append one frame's inputs ``(b, 1, ...)`` to the history window, dropping the oldest."""
+        if self.history is None:
+            self.history = {
+                k: torch.zeros((self.batch, self.window, *v.shape[2:]), dtype=v.dtype, device=self.device)
+                for k, v in frame.items()
+            }
+        for k, v in frame.items():
+            self.history[k] = torch.cat([self.history[k][:, 1:], v.detach().to(self.history[k].dtype)], dim=1)
+        ones = torch.ones(self.batch, 1, dtype=torch.bool, device=self.device)
+        self.history_filled = torch.cat([self.history_filled[:, 1:], ones], dim=1)
 
     def subset(self, idx: torch.Tensor) -> KVCache:
         """A copy holding only the batch elements ``idx`` (e.g. to prefill envs being reset)."""
@@ -133,6 +164,8 @@ class KVCache:
         sub.filled, sub.count = self.filled[idx].clone(), self.count[idx].clone()
         sub.prev = None if self.prev is None else self.prev[idx].clone()
         sub.prev_c_noise = None if self.prev_c_noise is None else self.prev_c_noise[idx].clone()
+        sub.history = None if self.history is None else {k: v[idx].clone() for k, v in self.history.items()}
+        sub.history_filled = self.history_filled[idx].clone()
         sub._tables = None
         return sub
 
@@ -146,6 +179,17 @@ class KVCache:
                     (self.batch, *sub.prev.shape[1:]), dtype=sub.prev.dtype, device=self.device
                 )
             self.prev[idx] = sub.prev
+        if sub.history is not None:
+            if self.history is None:
+                self.history = {
+                    k: torch.zeros((self.batch, *v.shape[1:]), dtype=v.dtype, device=self.device)
+                    for k, v in sub.history.items()
+                }
+            for k, v in sub.history.items():
+                self.history[k][idx] = v
+        self.history_filled[idx] = sub.history_filled
+        if len(idx) == self.batch:  # every element restarted: whatever was stale is gone
+            self.stale = sub.stale
         self._tables = None
 
     def nbytes(self) -> int:

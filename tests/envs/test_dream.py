@@ -142,3 +142,19 @@ def test_kv_cache_stepping_matches_full_recompute_beyond_the_window(checkpoint):
         state = model.reset(frames, actions, generator=torch.Generator().manual_seed(3))
         cached = torch.stack([model.step(state, np.array([k % 3]), decode=False)[1] for k in range(7)], 1)
     torch.testing.assert_close(cached, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_stepping_without_the_cache_is_close_and_cannot_mix(checkpoint):
+    model = WorldModel.from_pretrained(checkpoint)
+    frames, actions = model.start_bank["frames"][:2], model.start_bank["actions"][:2]
+    with torch.no_grad():
+        a = model.reset(frames, actions, generator=torch.Generator().manual_seed(0))
+        b = model.reset(frames, actions, generator=torch.Generator().manual_seed(0))
+        lat_a = model.step(a, np.array([1, 2]), decode=False)[1]
+        lat_b = model.step(b, np.array([1, 2]), decode=False, use_cache=False)[1]
+        # the bank's context fits in the window, so the recomputation sees exactly what the cache holds
+        torch.testing.assert_close(lat_b, lat_a, atol=1e-4, rtol=1e-4)
+        with pytest.raises(RuntimeError, match="without the KV cache"):
+            model.step(b, np.array([1, 2]))
+        model.reset(frames, actions, state=b)
+        model.step(b, np.array([1, 2]))  # a full reset makes the cache whole again

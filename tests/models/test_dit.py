@@ -98,3 +98,34 @@ def test_factorised_attention_is_spatial_then_temporal():
     assert model.cache_layers == 2  # spatial blocks keep nothing from the past
     with pytest.raises(ValueError, match="unknown attention"):
         DynamicsConfig(attention="axial")
+
+
+def _step_both(model, x, c, a, v, steps):
+    """Per-step outputs of the cached path and of the cache-free window recomputation."""
+    cached, window = new_cache(model), new_cache(model)
+    outs = []
+    for t in range(steps):
+        args = (x[:, t : t + 1], c[:, t : t + 1], a[:, t : t + 1], v[:, t : t + 1])
+        outs.append(
+            (model.forward_cached(*args, cached, write=True), model.forward_window(*args, window, write=True))
+        )
+    return outs
+
+
+@pytest.mark.parametrize("attention", ATTENTION)
+def test_window_recompute_matches_the_cache_while_the_window_holds_everything(attention):
+    model = tiny(context=3, attention=attention)
+    x, c, a, v = inputs(t=3)
+    for (out, r, term), (out2, r2, term2) in _step_both(model, x, c, a, v, 3):
+        torch.testing.assert_close(out2, out, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(r2, r, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(term2, term, atol=1e-5, rtol=1e-4)
+
+
+def test_window_recompute_matches_a_one_layer_cache_beyond_the_window():
+    # with one layer a cached key depends on its own frame only, so the two paths agree at any step
+    model = tiny(context=3, depth=1)
+    x, c, a, v = inputs(t=7)
+    for (out, r, _), (out2, r2, _) in _step_both(model, x, c, a, v, 7):
+        torch.testing.assert_close(out2, out, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(r2, r, atol=1e-5, rtol=1e-4)
