@@ -13,6 +13,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from simworld.data.spaces import check_action_array, spec_to_space
+from simworld.train.common import autocast
 from simworld.world_model import WorldModel
 
 OBS_MODES = ("rgb", "latent")
@@ -56,6 +57,9 @@ class DreamVectorEnv(VectorEnv):
         termination_threshold: probability above which the termination head ends an episode.
         denoising_steps: override the model's number of sampler steps per frame.
         autoreset_mode: ``NEXT_STEP`` (default) or ``SAME_STEP``.
+        precision: ``"fp32"`` or ``"bf16"`` (autocast; on CPUs with bf16 matmuls and on GPUs).
+        kv_cache: False recomputes the whole context window every step instead of reading cached
+            keys/values (``context`` times the work: a reference for benchmarks, not for training).
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -71,10 +75,15 @@ class DreamVectorEnv(VectorEnv):
         denoising_steps: int | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = "rgb_array",
+        precision: str = "fp32",
+        kv_cache: bool = True,
     ) -> None:
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
         self.model = load_model(checkpoint, device)
+        autocast(self.model.device, precision)  # validates it
+        self.precision = precision
+        self.kv_cache = bool(kv_cache)
         if denoising_steps is not None:
             self.model.diffusion.steps = int(denoising_steps)
         self.num_envs = int(num_envs)
@@ -135,10 +144,11 @@ class DreamVectorEnv(VectorEnv):
     def _restart(self, mask: np.ndarray, options: dict | None) -> None:
         idx = np.flatnonzero(mask)
         frames, actions = self._context(idx, options)
-        if self._state is None or mask.all():
-            self._state = self.model.reset(frames, actions, generator=self._generator)
-        else:
-            self.model.reset(frames, actions, generator=self._generator, state=self._state, mask=mask)
+        with autocast(self.model.device, self.precision):
+            if self._state is None or mask.all():
+                self._state = self.model.reset(frames, actions, generator=self._generator)
+            else:
+                self.model.reset(frames, actions, generator=self._generator, state=self._state, mask=mask)
         last = frames[:, -1]  # (k, H, W, 3)
         self._steps[idx] = 0
         self._done[idx] = False
@@ -190,7 +200,10 @@ class DreamVectorEnv(VectorEnv):
         a = self._check_actions(actions)
         autoreset = self._done.copy() if self.autoreset_mode == AutoresetMode.NEXT_STEP else None
         decode = self.obs_mode == "rgb" or self.render_mode == "rgb_array"
-        frames, latents, rewards, prob = self.model.step(self._state, a, decode=decode)
+        with autocast(self.model.device, self.precision):
+            frames, latents, rewards, prob = self.model.step(
+                self._state, a, decode=decode, use_cache=self.kv_cache
+            )
         self._steps += 1
         obs = frames if self.obs_mode == "rgb" else latents.float().cpu().numpy()
         if frames is not None:

@@ -1,8 +1,16 @@
-"""``simworld bench``: throughput numbers printed as a table and written as JSON."""
+"""``simworld bench``: throughput numbers printed as a table and written as JSON.
+
+Data side: the ground-truth world's steps/s, the episode store's bytes per frame and window reads,
+video round-trip quality. Model side (:mod:`simworld.perf`): imagined steps/s of the batched dream,
+per-step latency with and without the KV cache, FLOP/s against the matmul peak, peak memory per
+sub-environment, training throughput of the tokenizer and the dynamics.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import platform
 import tempfile
 import time
@@ -11,11 +19,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from simworld.checkpoint import atomic_write_text
 from simworld.data.collect import CollectConfig, collect, sample_action
+from simworld.data.spaces import space_to_spec
 from simworld.data.store import EpisodeStore
 from simworld.data.video import psnr, read_video, write_video
-from simworld.data.windows import measure_store
+from simworld.data.windows import WindowDataset, measure_store
+from simworld.dream import shipped_checkpoint
+from simworld.train.common import resolve_device
+from simworld.world_model import WorldModel, WorldModelConfig
 from simworld.worlds import WorldConfig, make_world
 
 
@@ -48,26 +62,248 @@ def video_round_trip(store: EpisodeStore, tmp: Path, frames: int = 60) -> dict[s
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
     if isinstance(v, float):
         return f"{v:.0f}" if v.is_integer() or abs(v) >= 100 else f"{v:.2f}"
     return str(v)
 
 
-def machine() -> dict[str, Any]:
-    return {
+def machine(device: torch.device) -> dict[str, Any]:
+    out = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
+def bench_model(cfg: dict[str, Any], device: torch.device) -> tuple[WorldModel, str]:
+    """The model to measure: ``checkpoint``, else the shipped one; ``quick`` builds a tiny random one."""
+    if cfg.get("checkpoint"):
+        return WorldModel.from_pretrained(cfg["checkpoint"], device=device), str(cfg["checkpoint"])
+    if cfg.get("quick"):
+        world = WorldConfig(**cfg["world"])
+        env = make_world(world)
+        h, w = env.observation_space.shape[:2]
+        mcfg = WorldModelConfig(
+            world_id=world.id,
+            frame_size=(h, w),
+            action_space=space_to_spec(env.action_space),
+            dynamics={"size": "tiny", "patch_size": 2, "context": 4},
+            diffusion={"steps": 1},
+        )
+        env.close()
+        torch.manual_seed(0)
+        return WorldModel(mcfg).to(device).eval(), "tiny (random weights, --quick)"
+    path = shipped_checkpoint()
+    return WorldModel.from_pretrained(path, device=device), f"shipped ({path.name})"
+
+
+def start_context(model: WorldModel, store: EpisodeStore, n: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+    """Context windows to start dreams from: the model's bank, else windows of the benchmark's store."""
+    bank = getattr(model, "start_bank", None)
+    if bank is not None:
+        return {"frames": bank["frames"][:n], "actions": bank["actions"][:n]}
+    t0 = min(3, model.context)
+    ds = WindowDataset(store, t0)
+    rng = np.random.default_rng(seed)
+    items = [ds[int(i)] for i in rng.integers(0, len(ds), size=n)]
+    return {
+        "frames": np.stack([it["frames"] for it in items]),
+        "actions": np.stack([it["actions"] for it in items]),
     }
 
 
+def model_summary(model: WorldModel) -> dict[str, Any]:
+    d = model.dynamics.cfg
+    grid = [s // d.patch_size for s in model.latent_size]
+    state = model.new_state(1)
+    return {
+        "dynamics_params": sum(p.numel() for p in model.dynamics.parameters()),
+        "size": d.size,
+        "attention": d.attention,
+        "tokens_per_frame": grid[0] * grid[1],
+        "context_frames": d.context,
+        "denoising_steps": model.diffusion.steps,
+        "sampler": model.diffusion.sampler,
+        "kv_cache_bytes_per_env": state.cache.nbytes(),
+    }
+
+
+def run_model_bench(cfg: dict[str, Any], store: EpisodeStore, device: torch.device) -> dict[str, Any]:
+    from simworld.perf import (
+        dream_throughput,
+        env_peak_memory,
+        matmul_peak,
+        step_flops,
+        step_latency,
+        train_throughput,
+    )
+
+    quick = bool(cfg.get("quick"))
+    seconds = 0.2 if quick else float(cfg["seconds"])
+    model, label = bench_model(cfg, device)
+    context = start_context(model, store)
+    out: dict[str, Any] = {"model": {"checkpoint": label, **model_summary(model)}}
+
+    print("  peak memory (fresh processes) ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = cfg.get("checkpoint") or model.save_pretrained(Path(tmp) / "model")
+        peaks = {int(b): env_peak_memory(path, device, int(b), "rgb", context) for b in cfg["memory_batches"]}
+    lo, hi = min(peaks), max(peaks)
+    slope = None if None in (peaks[lo], peaks[hi]) or hi == lo else (peaks[hi] - peaks[lo]) / (hi - lo)
+    out["memory"] = {
+        "peak_mib_by_batch": {str(b): None if v is None else v / 2**20 for b, v in peaks.items()},
+        "peak_mib_per_env": None if slope is None else slope / 2**20,
+        "kv_cache_mib_per_env": out["model"]["kv_cache_bytes_per_env"] / 2**20,
+    }
+
+    dream: dict[str, dict[str, Any]] = {}
+    for obs_mode in ("rgb", "latent"):
+        for batch in cfg["batches"]:
+            print(f"  dream {obs_mode} batch {batch} ...", flush=True)
+            dream.setdefault(obs_mode, {})[str(batch)] = dream_throughput(
+                model, batch, obs_mode, seconds, context
+            )
+    out["dream"] = dream
+
+    at = [int(s) for s in (cfg["quick_latency_at"] if quick else cfg["latency_at"])]
+    samples = 3 if quick else int(cfg["latency_samples"])
+    with tqdm(
+        total=max(at),
+        desc="latency rollout",
+        unit="step",
+        disable=None if cfg.get("progress", True) else True,  # None: a bar on terminals only
+    ) as bar:
+        out["latency_ms"] = step_latency(model, at, samples, context, progress=bar.update)
+    lat = [v["cached_ms"] for v in out["latency_ms"].values()]
+    out["latency_cached_spread"] = (max(lat) - min(lat)) / min(lat)
+
+    fb = int(cfg["flops_batch"])
+    flops = step_flops(model, fb, context)
+    size = 512 if quick else int(cfg["matmul_size"])
+    out["flops"] = {"batch": fb, "per_batch_step": flops}
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        peak = matmul_peak(device, dtype, size, seconds)
+        if precision == "fp32" and str(fb) in dream["latent"]:
+            run = dream["latent"][str(fb)]
+        else:
+            run = dream_throughput(model, fb, "latent", seconds, context, precision=precision)
+        achieved = flops / (run["ms_per_batch_step"] / 1e3)
+        out["flops"][precision] = {
+            "matmul_peak_flops": peak,
+            "achieved_flops": achieved,
+            "fraction_of_peak": achieved / peak,
+            "steps_per_s": run["steps_per_s"],
+        }
+
+    tb, tw = int(cfg["train_batch"]), int(cfg["train_window"])
+    h, w = model.cfg.frame_size
+    rng = np.random.default_rng(0)
+    n_actions = model.action_space.n if model.discrete else None
+    actions = (
+        rng.integers(0, n_actions, (tb, tw - 1))
+        if n_actions
+        else rng.uniform(-1, 1, (tb, tw - 1, *model.action_space.shape)).astype(np.float32)
+    )
+    batch = {
+        "frames": torch.as_tensor(rng.integers(0, 256, (tb, tw, h, w, 3), dtype=np.uint8)),
+        "actions": torch.as_tensor(actions),
+        "rewards": torch.zeros(tb, tw - 1),
+        "terminated": torch.zeros(tb, tw - 1, dtype=torch.bool),
+    }
+    dyn = copy.deepcopy(model)
+    out["train"] = {
+        "dynamics_frames_per_s": train_throughput(dyn, batch, seconds),
+        "dynamics_batch": [tb, tw],
+    }
+    del dyn
+    from simworld.models.vae import VAE, VAE_CONFIGS
+
+    vae = VAE(VAE_CONFIGS["tiny" if quick else cfg["tokenizer_preset"]](frame_size=(h, w))).to(device)
+    frames = {"frames": torch.as_tensor(rng.integers(0, 256, (tb, 1, h, w, 3), dtype=np.uint8))}
+    out["train"]["tokenizer_frames_per_s"] = train_throughput(vae, frames, seconds)
+    out["train"]["tokenizer"] = "tiny" if quick else cfg["tokenizer_preset"]
+    return out
+
+
+def _rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [("world steps/s (1 env, random actions, render incl.)", f"{results['world_steps_per_s']:.0f}")]
+    if "dream" in results:
+        m = results["model"]
+        rows.append(
+            (
+                "model",
+                f"{m['checkpoint']}: {m['dynamics_params'] / 1e6:.2f}M params, {m['attention']}, "
+                f"{m['tokens_per_frame']} tokens/frame, context {m['context_frames']}, "
+                f"{m['denoising_steps']} denoising step(s)",
+            )
+        )
+        for mode, by_batch in results["dream"].items():
+            for b, r in by_batch.items():
+                rows.append(
+                    (
+                        f"dream {mode:<6} batch {b:>3}: imagined steps/s (ms per batch step)",
+                        f"{r['steps_per_s']:.0f} ({r['ms_per_batch_step']:.1f})",
+                    )
+                )
+        mem = results["memory"]
+        for b, v in mem["peak_mib_by_batch"].items():
+            rows.append((f"peak memory, batch {b:>3} (MiB above the loaded model)", _fmt(v)))
+        rows.append(
+            (
+                "peak memory per sub-env (MiB) | of which KV cache",
+                f"{_fmt(mem['peak_mib_per_env'])} | {mem['kv_cache_mib_per_env']:.3f}",
+            )
+        )
+        for s, r in results["latency_ms"].items():
+            rows.append(
+                (
+                    f"latency at step {s:>5}: ms/step cached | without cache",
+                    f"{r['cached_ms']:.2f} | {r['uncached_ms']:.2f}",
+                )
+            )
+        rows.append(
+            ("cached latency spread (max-min)/min", f"{100 * results['latency_cached_spread']:.1f} %")
+        )
+        f = results["flops"]
+        rows.append((f"FLOPs per batch step (batch {f['batch']})", f"{f['per_batch_step'] / 1e9:.3f} G"))
+        for p in ("fp32", "bf16"):
+            r = f[p]
+            rows.append(
+                (
+                    f"{p}: achieved / matmul peak GFLOP/s",
+                    f"{r['achieved_flops'] / 1e9:.1f} / {r['matmul_peak_flops'] / 1e9:.1f} "
+                    f"= {100 * r['fraction_of_peak']:.1f} % ({r['steps_per_s']:.0f} steps/s)",
+                )
+            )
+        t = results["train"]
+        rows.append(
+            (f"train dynamics frames/s (batch {t['dynamics_batch']})", f"{t['dynamics_frames_per_s']:.0f}")
+        )
+        rows.append((f"train tokenizer frames/s ({t['tokenizer']})", f"{t['tokenizer_frames_per_s']:.0f}"))
+    rows += [(f"store {k}", _fmt(v)) for k, v in results["store"].items()]
+    rows += [(f"video {k}", f"{v:.1f}") for k, v in results["video"].items()]
+    return rows
+
+
 def run_bench(cfg: dict[str, Any]) -> dict[str, Any]:
+    device = resolve_device(cfg.get("device", "cpu"))
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg["num_threads"]))
     world = WorldConfig(**cfg["world"])
     quick = bool(cfg.get("quick"))
     steps = 200 if quick else int(cfg["world_steps"])
     n_windows = 200 if quick else int(cfg["windows"])
-    results: dict[str, Any] = {"machine": machine(), "world": world.id}
+    results: dict[str, Any] = {"machine": machine(device), "world": world.id, "quick": quick}
+    print("world steps ...", flush=True)
     results["world_steps_per_s"] = world_steps_per_second(world, steps)
     with tempfile.TemporaryDirectory() as tmp:
         store_path = cfg.get("store")
@@ -76,15 +312,17 @@ def run_bench(cfg: dict[str, Any]) -> dict[str, Any]:
             episodes = 3 if quick else int(cfg["episodes"])
             collect(CollectConfig(world=world, out=store_path, episodes=episodes, workers=1, progress=False))
         store = EpisodeStore(store_path)
+        print("store and video ...", flush=True)
         results["store"] = {"path": cfg.get("store") or "(temporary)", "episodes": len(store)}
         results["store"].update(measure_store(store, window_length=int(cfg["window"]), n=n_windows))
         results["video"] = video_round_trip(store, Path(tmp))
-    rows = [("world steps/s (1 env, random actions, render incl.)", f"{results['world_steps_per_s']:.0f}")]
-    rows += [(f"store {k}", _fmt(v)) for k, v in results["store"].items()]
-    rows += [(f"video {k}", f"{v:.1f}") for k, v in results["video"].items()]
+        if cfg.get("model", True):
+            print("model ...", flush=True)
+            results.update(run_model_bench(cfg, store, device))
+    rows = _rows(results)
     width = max(len(r[0]) for r in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
     if cfg.get("out"):
-        Path(cfg["out"]).write_text(json.dumps(results, indent=2))
+        atomic_write_text(cfg["out"], json.dumps(results, indent=2))
         print(f"wrote {cfg['out']}")
     return results

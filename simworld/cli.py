@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("simworld.commands:info", "summarise an episode store"),
     "bench": (
         "simworld.commands:bench",
-        "measure data-side throughput: world steps/s, store bytes/frame, windows/s",
+        "benchmark the dream (steps/s, latency, FLOP/s, memory), training and data (`--quick`: <1 min)",
     ),
 }
 
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     command, rest = argv[0], argv[1:]
+    rest = ["quick=true" if a == "--quick" else a for a in rest]  # the one flag spelled like a flag
     if command not in COMMANDS:
         print(f"simworld: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2

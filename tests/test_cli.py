@@ -103,12 +103,26 @@ def test_import_a_user_video(tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_quick_writes_json(tmp_path):
+def test_bench_quick_writes_every_field(tmp_path):
     out = tmp_path / "bench.json"
-    simworld("bench", "quick=true", f"out={out}", cwd=tmp_path)
+    proc = simworld("bench", "--quick", f"out={out}", "memory_batches=[1,4]", cwd=tmp_path)
     result = json.loads(out.read_text())
-    assert result["world_steps_per_s"] > 0
+    assert result["quick"] and result["world_steps_per_s"] > 0
     assert result["store"]["bytes_per_frame"] > 0 and result["store"]["windows_per_s"] > 0
+    for mode in ("rgb", "latent"):
+        assert set(result["dream"][mode]) == {"1", "8", "32", "128"}
+        assert all(r["steps_per_s"] > 0 for r in result["dream"][mode].values())
+    assert set(result["latency_ms"]) == {"10", "20", "50", "100"}
+    assert all(r["cached_ms"] > 0 and r["uncached_ms"] > 0 for r in result["latency_ms"].values())
+    flops = result["flops"]
+    assert flops["per_batch_step"] > 0
+    for precision in ("fp32", "bf16"):
+        assert flops[precision]["matmul_peak_flops"] > 0 and flops[precision]["fraction_of_peak"] > 0
+    assert result["memory"]["kv_cache_mib_per_env"] > 0
+    if result["memory"]["peak_mib_per_env"] is not None:  # Linux: measured from the peak RSS
+        assert result["memory"]["peak_mib_by_batch"]["4"] > 0
+    assert result["train"]["dynamics_frames_per_s"] > 0 and result["train"]["tokenizer_frames_per_s"] > 0
+    assert "imagined steps/s" in proc.stdout and "without cache" in proc.stdout  # the table
 
 
 def test_rollout_and_dream_commands(checkpoint, tmp_path):

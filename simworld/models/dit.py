@@ -115,7 +115,8 @@ class Attention(nn.Module):
 
     def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # (b, heads, n, dh)
-        return self.q_norm(q), self.k_norm(k), v
+        # normalised in fp32 (under bf16 autocast too: a mixed-dtype RMSNorm has no fused kernel)
+        return self.q_norm(q.float()).to(v.dtype), self.k_norm(k.float()).to(v.dtype), v
 
     def forward(
         self,
