@@ -28,6 +28,7 @@ from simworld.data.store import EpisodeStore
 from simworld.data.video import psnr, read_video, write_video
 from simworld.data.windows import WindowDataset, measure_store
 from simworld.dream import shipped_checkpoint
+from simworld.models.dit import set_attention_impl
 from simworld.train.common import resolve_device
 from simworld.world_model import WorldModel, WorldModelConfig
 from simworld.worlds import WorldConfig, make_world
@@ -137,21 +138,42 @@ def model_summary(model: WorldModel) -> dict[str, Any]:
     }
 
 
-def run_model_bench(cfg: dict[str, Any], store: EpisodeStore, device: torch.device) -> dict[str, Any]:
-    from simworld.perf import (
-        dream_throughput,
-        env_peak_memory,
-        matmul_peak,
-        step_flops,
-        step_latency,
-        train_throughput,
-    )
+SECTIONS = ("memory", "dream", "latency", "flops", "train")
 
+
+def run_model_bench(cfg: dict[str, Any], store: EpisodeStore, device: torch.device) -> dict[str, Any]:
     quick = bool(cfg.get("quick"))
     seconds = 0.2 if quick else float(cfg["seconds"])
     model, label = bench_model(cfg, device)
     context = start_context(model, store)
-    out: dict[str, Any] = {"model": {"checkpoint": label, **model_summary(model)}}
+    sections = set(cfg.get("sections") or SECTIONS)
+    if sections - set(SECTIONS):
+        raise ValueError(f"unknown bench sections {sorted(sections - set(SECTIONS))}; choose from {SECTIONS}")
+    precision = cfg.get("precision", "fp32")
+    set_attention_impl(cfg.get("attention_impl", "sdpa"))
+    settings = {"precision": precision, "attention_impl": cfg.get("attention_impl", "sdpa")}
+    settings["compile"] = bool(cfg.get("compile"))
+    if settings["compile"]:  # each transformer block compiled (the cache bookkeeping stays eager)
+        for block in model.dynamics.blocks:
+            block.forward = torch.compile(block.forward, dynamic=False)
+    out: dict[str, Any] = {"model": {"checkpoint": label, **model_summary(model)}, "settings": settings}
+
+    if "memory" in sections:
+        out["memory"] = _memory(cfg, model, context, device)
+    if "dream" in sections:
+        out["dream"] = _dream(cfg, model, context, seconds, precision)
+    if "latency" in sections:
+        out.update(_latency(cfg, model, context, precision))
+    if "flops" in sections:
+        out["flops"] = _flops(cfg, model, context, seconds, device, out.get("dream"), precision)
+    if "train" in sections:
+        out["train"] = _train(cfg, model, seconds)
+    set_attention_impl("sdpa")
+    return out
+
+
+def _memory(cfg: dict[str, Any], model: WorldModel, context: dict, device: torch.device) -> dict[str, Any]:
+    from simworld.perf import env_peak_memory
 
     print("  peak memory (fresh processes) ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,21 +181,30 @@ def run_model_bench(cfg: dict[str, Any], store: EpisodeStore, device: torch.devi
         peaks = {int(b): env_peak_memory(path, device, int(b), "rgb", context) for b in cfg["memory_batches"]}
     lo, hi = min(peaks), max(peaks)
     slope = None if None in (peaks[lo], peaks[hi]) or hi == lo else (peaks[hi] - peaks[lo]) / (hi - lo)
-    out["memory"] = {
+    return {
         "peak_mib_by_batch": {str(b): None if v is None else v / 2**20 for b, v in peaks.items()},
         "peak_mib_per_env": None if slope is None else slope / 2**20,
-        "kv_cache_mib_per_env": out["model"]["kv_cache_bytes_per_env"] / 2**20,
+        "kv_cache_mib_per_env": model.new_state(1).cache.nbytes() / 2**20,
     }
+
+
+def _dream(cfg: dict[str, Any], model: WorldModel, context: dict, seconds: float, precision: str) -> dict:
+    from simworld.perf import dream_throughput
 
     dream: dict[str, dict[str, Any]] = {}
     for obs_mode in ("rgb", "latent"):
         for batch in cfg["batches"]:
             print(f"  dream {obs_mode} batch {batch} ...", flush=True)
             dream.setdefault(obs_mode, {})[str(batch)] = dream_throughput(
-                model, batch, obs_mode, seconds, context
+                model, batch, obs_mode, seconds, context, precision=precision
             )
-    out["dream"] = dream
+    return dream
 
+
+def _latency(cfg: dict[str, Any], model: WorldModel, context: dict, precision: str) -> dict[str, Any]:
+    from simworld.perf import step_latency
+
+    quick = bool(cfg.get("quick"))
     at = [int(s) for s in (cfg["quick_latency_at"] if quick else cfg["latency_at"])]
     samples = 3 if quick else int(cfg["latency_samples"])
     with tqdm(
@@ -182,28 +213,47 @@ def run_model_bench(cfg: dict[str, Any], store: EpisodeStore, device: torch.devi
         unit="step",
         disable=None if cfg.get("progress", True) else True,  # None: a bar on terminals only
     ) as bar:
-        out["latency_ms"] = step_latency(model, at, samples, context, progress=bar.update)
-    lat = [v["cached_ms"] for v in out["latency_ms"].values()]
-    out["latency_cached_spread"] = (max(lat) - min(lat)) / min(lat)
+        latency = step_latency(model, at, samples, context, precision=precision, progress=bar.update)
+    lat = [v["cached_ms"] for v in latency.values()]
+    return {"latency_ms": latency, "latency_cached_spread": (max(lat) - min(lat)) / min(lat)}
 
+
+def _flops(
+    cfg: dict[str, Any],
+    model: WorldModel,
+    context: dict,
+    seconds: float,
+    device: torch.device,
+    dream: dict | None,
+    precision: str,
+) -> dict[str, Any]:
+    from simworld.perf import dream_throughput, matmul_peak, step_flops
+
+    quick = bool(cfg.get("quick"))
     fb = int(cfg["flops_batch"])
     flops = step_flops(model, fb, context)
     size = 512 if quick else int(cfg["matmul_size"])
-    out["flops"] = {"batch": fb, "per_batch_step": flops}
-    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    out = {"batch": fb, "per_batch_step": flops}
+    for p, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         peak = matmul_peak(device, dtype, size, seconds)
-        if precision == "fp32" and str(fb) in dream["latent"]:
+        if p == precision and dream is not None and str(fb) in dream["latent"]:
             run = dream["latent"][str(fb)]
         else:
-            run = dream_throughput(model, fb, "latent", seconds, context, precision=precision)
+            run = dream_throughput(model, fb, "latent", seconds, context, precision=p)
         achieved = flops / (run["ms_per_batch_step"] / 1e3)
-        out["flops"][precision] = {
+        out[p] = {
             "matmul_peak_flops": peak,
             "achieved_flops": achieved,
             "fraction_of_peak": achieved / peak,
             "steps_per_s": run["steps_per_s"],
         }
+    return out
 
+
+def _train(cfg: dict[str, Any], model: WorldModel, seconds: float) -> dict[str, Any]:
+    from simworld.perf import train_throughput
+
+    quick = bool(cfg.get("quick"))
     tb, tw = int(cfg["train_batch"]), int(cfg["train_window"])
     h, w = model.cfg.frame_size
     rng = np.random.default_rng(0)
@@ -220,24 +270,21 @@ def run_model_bench(cfg: dict[str, Any], store: EpisodeStore, device: torch.devi
         "terminated": torch.zeros(tb, tw - 1, dtype=torch.bool),
     }
     dyn = copy.deepcopy(model)
-    out["train"] = {
-        "dynamics_frames_per_s": train_throughput(dyn, batch, seconds),
-        "dynamics_batch": [tb, tw],
-    }
+    out = {"dynamics_frames_per_s": train_throughput(dyn, batch, seconds), "dynamics_batch": [tb, tw]}
     del dyn
     from simworld.models.vae import VAE, VAE_CONFIGS
 
-    vae = VAE(VAE_CONFIGS["tiny" if quick else cfg["tokenizer_preset"]](frame_size=(h, w))).to(device)
+    vae = VAE(VAE_CONFIGS["tiny" if quick else cfg["tokenizer_preset"]](frame_size=(h, w))).to(model.device)
     frames = {"frames": torch.as_tensor(rng.integers(0, 256, (tb, 1, h, w, 3), dtype=np.uint8))}
-    out["train"]["tokenizer_frames_per_s"] = train_throughput(vae, frames, seconds)
-    out["train"]["tokenizer"] = "tiny" if quick else cfg["tokenizer_preset"]
+    out["tokenizer_frames_per_s"] = train_throughput(vae, frames, seconds)
+    out["tokenizer"] = "tiny" if quick else cfg["tokenizer_preset"]
     return out
 
 
 def _rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [("world steps/s (1 env, random actions, render incl.)", f"{results['world_steps_per_s']:.0f}")]
-    if "dream" in results:
-        m = results["model"]
+    if "model" in results:
+        m, st = results["model"], results["settings"]
         rows.append(
             (
                 "model",
@@ -246,14 +293,16 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{m['denoising_steps']} denoising step(s)",
             )
         )
-        for mode, by_batch in results["dream"].items():
-            for b, r in by_batch.items():
-                rows.append(
-                    (
-                        f"dream {mode:<6} batch {b:>3}: imagined steps/s (ms per batch step)",
-                        f"{r['steps_per_s']:.0f} ({r['ms_per_batch_step']:.1f})",
-                    )
+        rows.append(("settings", ", ".join(f"{k}={v}" for k, v in st.items())))
+    for mode, by_batch in results.get("dream", {}).items():
+        for b, r in by_batch.items():
+            rows.append(
+                (
+                    f"dream {mode:<6} batch {b:>3}: imagined steps/s (ms per batch step)",
+                    f"{r['steps_per_s']:.0f} ({r['ms_per_batch_step']:.1f})",
                 )
+            )
+    if "memory" in results:
         mem = results["memory"]
         for b, v in mem["peak_mib_by_batch"].items():
             rows.append((f"peak memory, batch {b:>3} (MiB above the loaded model)", _fmt(v)))
@@ -263,16 +312,18 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{_fmt(mem['peak_mib_per_env'])} | {mem['kv_cache_mib_per_env']:.3f}",
             )
         )
-        for s, r in results["latency_ms"].items():
-            rows.append(
-                (
-                    f"latency at step {s:>5}: ms/step cached | without cache",
-                    f"{r['cached_ms']:.2f} | {r['uncached_ms']:.2f}",
-                )
+    for s, r in results.get("latency_ms", {}).items():
+        rows.append(
+            (
+                f"latency at step {s:>5}: ms/step cached | without cache",
+                f"{r['cached_ms']:.2f} | {r['uncached_ms']:.2f}",
             )
+        )
+    if "latency_cached_spread" in results:
         rows.append(
             ("cached latency spread (max-min)/min", f"{100 * results['latency_cached_spread']:.1f} %")
         )
+    if "flops" in results:
         f = results["flops"]
         rows.append((f"FLOPs per batch step (batch {f['batch']})", f"{f['per_batch_step'] / 1e9:.3f} G"))
         for p in ("fp32", "bf16"):
@@ -284,13 +335,14 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                     f"= {100 * r['fraction_of_peak']:.1f} % ({r['steps_per_s']:.0f} steps/s)",
                 )
             )
+    if "train" in results:
         t = results["train"]
         rows.append(
             (f"train dynamics frames/s (batch {t['dynamics_batch']})", f"{t['dynamics_frames_per_s']:.0f}")
         )
         rows.append((f"train tokenizer frames/s ({t['tokenizer']})", f"{t['tokenizer_frames_per_s']:.0f}"))
-    rows += [(f"store {k}", _fmt(v)) for k, v in results["store"].items()]
-    rows += [(f"video {k}", f"{v:.1f}") for k, v in results["video"].items()]
+    rows += [(f"store {k}", _fmt(v)) for k, v in results.get("store", {}).items()]
+    rows += [(f"video {k}", f"{v:.1f}") for k, v in results.get("video", {}).items()]
     return rows
 
 

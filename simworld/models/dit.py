@@ -64,6 +64,30 @@ class DynamicsConfig:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
 
 
+ATTENTION_IMPLS = ("sdpa", "math")
+_attention_impl = "sdpa"
+
+
+def set_attention_impl(impl: str) -> None:
+    """``"sdpa"``: PyTorch's fused ``scaled_dot_product_attention`` (the default); ``"math"``: the
+    same attention written out (softmax of ``QK^T``), kept to measure what fusing buys."""
+    global _attention_impl
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"unknown attention implementation {impl!r}; choose one of {ATTENTION_IMPLS}")
+    _attention_impl = impl
+
+
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    if _attention_impl == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return scores.softmax(dim=-1) @ v
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
 
@@ -135,7 +159,7 @@ class Attention(nn.Module):
             q, k, v = (z.view(b, heads, t, n, dh).transpose(1, 2).flatten(0, 1) for z in (q, k, v))
         elif kind == "temporal":  # each patch position on its own: (b*n, heads, t, dh)
             q, k, v = (z.view(b, heads, t, n, dh).permute(0, 3, 1, 2, 4).flatten(0, 1) for z in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = attend(q, k, v, attn_mask=mask)
         if kind == "spatial":
             out = out.view(b, t, heads, n, dh).transpose(1, 2)
         elif kind == "temporal":
@@ -185,7 +209,7 @@ class DiTBlock(nn.Module):
         if self.kind == "spatial":  # nothing from the past: no cache
             cos, sin = cache.new_frame_rope()
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-            out = F.scaled_dot_product_attention(q, k, v)
+            out = attend(q, k, v)
             return self.attn.proj(out.transpose(1, 2).flatten(2))
         keys, values, key_mask, (cos, sin) = cache.context(layer, k, v)  # (b, heads, keys, dh)
         q = apply_rope(q, cos, sin)
@@ -197,10 +221,10 @@ class DiTBlock(nn.Module):
             )
             if key_mask is not None:  # (b, 1, 1, frames*n) -> (b*n, 1, 1, frames)
                 key_mask = key_mask.view(b, 1, 1, -1, n).permute(0, 4, 1, 2, 3).flatten(0, 1)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask)  # (b*n, heads, 1, dh)
+            out = attend(q, keys, values, attn_mask=key_mask)  # (b*n, heads, 1, dh)
             out = out.view(b, n, heads, dh).transpose(1, 2)
         else:
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask)  # (b, heads, n, dh)
+            out = attend(q, keys, values, attn_mask=key_mask)  # (b, heads, n, dh)
         if write:
             cache.write(layer)
         return self.attn.proj(out.transpose(1, 2).flatten(2))

@@ -129,3 +129,19 @@ def test_window_recompute_matches_a_one_layer_cache_beyond_the_window():
     for (out, r, _), (out2, r2, _) in _step_both(model, x, c, a, v, 7):
         torch.testing.assert_close(out2, out, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(r2, r, atol=1e-5, rtol=1e-4)
+
+
+def test_written_out_attention_matches_the_fused_kernel():
+    from simworld.models.dit import set_attention_impl
+
+    model = tiny(context=3)
+    x, c, a, v = inputs(t=5)
+    fused = model(x, c, a, v)[0]
+    set_attention_impl("math")
+    try:
+        written = model(x, c, a, v)[0]
+    finally:
+        set_attention_impl("sdpa")
+    torch.testing.assert_close(written, fused, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="unknown attention implementation"):
+        set_attention_impl("flash")
