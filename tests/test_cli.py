@@ -122,6 +122,7 @@ def test_bench_quick_writes_every_field(tmp_path):
     if result["memory"]["peak_mib_per_env"] is not None:  # Linux: measured from the peak RSS
         assert result["memory"]["peak_mib_by_batch"]["4"] > 0
     assert result["train"]["dynamics_frames_per_s"] > 0 and result["train"]["tokenizer_frames_per_s"] > 0
+    assert all(v > 0 for v in result["decode"]["frames_per_s"].values())
     assert "imagined steps/s" in proc.stdout and "without cache" in proc.stdout  # the table
 
 
