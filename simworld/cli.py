@@ -40,6 +40,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "copy a world model, e.g. with fp16 weights for shipping",
     ),
     "info": ("simworld.commands:info", "summarise an episode store"),
+    "agent train": (
+        "simworld.commands:agent_train",
+        "train an SB3 agent in the dream (env=dream) or the real world (env=real); evaluated in the real one",
+    ),
+    "agent loop": (
+        "simworld.commands:agent_loop",
+        "the world-model loop under a real-frame budget: collect -> update model -> train agent in the dream",
+    ),
+    "agent eval": (
+        "simworld.commands:agent_eval",
+        "real-world returns (mean +- std) and a video of a policy",
+    ),
     "bench": (
         "simworld.commands:bench",
         "benchmark the dream (steps/s, latency, FLOP/s, memory), training and data (`--quick`: <1 min)",
@@ -75,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "agent" and rest and f"agent {rest[0]}" in COMMANDS:  # two-word commands
+        command, rest = f"agent {rest[0]}", rest[1:]
     rest = ["quick=true" if a == "--quick" else a for a in rest]  # the one flag spelled like a flag
     if command not in COMMANDS:
         print(f"simworld: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
@@ -89,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     saved = sys.argv
     sys.argv = [f"simworld {command}", *rest]
     try:
-        hydra.main(version_base=None, config_path="pkg://configs", config_name=command)(task)()
+        config = command.replace(" ", "-")  # "agent train" -> configs/agent-train.yaml
+        hydra.main(version_base=None, config_path="pkg://configs", config_name=config)(task)()
     finally:
         sys.argv = saved
     return 0

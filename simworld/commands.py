@@ -165,3 +165,35 @@ def export_model(cfg: DictConfig) -> str:
     size = sum(f.stat().st_size for f in Path(path).iterdir())
     print(f"wrote {path} ({size / 2**20:.1f} MiB, weights in {cfg.dtype})")
     return str(path)
+
+
+def agent_train(cfg: DictConfig) -> dict:
+    from agents.train import AgentConfig, train_agent
+
+    result = train_agent(AgentConfig(**_plain(cfg)))
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def agent_eval(cfg: DictConfig) -> dict:
+    from agents.train import evaluate_agent
+
+    c = _plain(cfg)
+    result = evaluate_agent(
+        c["policy"], c.get("world"), episodes=c["episodes"], seed=c["seed"], video=c.get("video")
+    )
+    print(
+        f"{result['world']}: return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
+        f"over {result['episodes']} episodes (mean length {result['mean_length']:.0f})"
+    )
+    if c.get("out"):
+        from simworld.checkpoint import atomic_write_text
+
+        atomic_write_text(c["out"], json.dumps(result, indent=2))
+    return result
+
+
+def agent_loop(cfg: DictConfig) -> dict:
+    from agents.loop import LoopConfig, run_loop
+
+    return run_loop(LoopConfig(**_plain(cfg)))

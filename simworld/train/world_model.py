@@ -123,7 +123,12 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
         from simworld.models.vae import load_tokenizer
 
         model.tokenizer.load_state_dict(load_tokenizer(cfg.tokenizer_path).state_dict())
-    model.cfg.latent_shift, model.cfg.latent_scale = latent_stats(model, ds, cfg.seed)
+    saved = out / "model_config.json"
+    if cfg.resume and saved.exists():  # keep the run's normalisation even if the store has grown since
+        raw = json.loads(saved.read_text())
+        model.cfg.latent_shift, model.cfg.latent_scale = raw["latent_shift"], raw["latent_scale"]
+    else:
+        model.cfg.latent_shift, model.cfg.latent_scale = latent_stats(model, ds, cfg.seed)
     ema = copy.deepcopy(model).requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))

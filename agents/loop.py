@@ -1,0 +1,209 @@
+"""The world-model loop (as DIAMOND, Dreamer and IRIS run it) under a fixed budget of real frames.
+
+Each iteration: collect real experience with the current policy (random before there is one) ->
+update the world model on everything collected so far -> train the agent in the dream of the
+updated model -> score it in the real world. ``real_frames`` real frames are spent in total, an
+equal share per iteration; the real-world evaluation episodes are not counted (they measure, they
+do not train). Every phase resumes: the store is append-only and counted, the world model and the
+agent continue from their checkpoints, and ``loop.json`` records the finished iterations.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from agents.train import LAST_FILE, AgentConfig, evaluate_agent, load_policy, preprocess, train_agent
+from simworld.checkpoint import atomic_write_text
+from simworld.data.collect import _Recorder, sample_action, store_meta_for_world
+from simworld.data.store import EpisodeStore
+from simworld.worlds import WorldConfig, make_world
+
+LOOP_FILE = "loop.json"
+
+
+@dataclass
+class LoopConfig:
+    """Everything :func:`run_loop` needs.
+
+    Attributes:
+        world: The real world (:class:`WorldConfig` fields).
+        real_frames: The budget of real environment steps, spread evenly over ``iterations``.
+        iterations: Collect / model / agent rounds.
+        model_steps: World-model optimiser steps added per iteration.
+        model: :class:`~simworld.train.world_model.TrainConfig` overrides (``dynamics``, ``window``, ...).
+        agent_steps: Agent steps in the dream added per iteration.
+        agent: The SB3 algorithm (see :class:`~agents.train.AgentConfig`), with ``num_envs``,
+            ``frame_stack``, ``max_episode_steps``, ``agent_kwargs`` as there.
+        eval_episodes: Real episodes scored after each iteration.
+        out: Run directory: ``store/``, ``model/`` (training run), ``agent/``, ``loop.json``.
+    """
+
+    world: dict[str, Any] = field(default_factory=lambda: asdict(WorldConfig()))
+    real_frames: int = 20_000
+    iterations: int = 5
+    model_steps: int = 400
+    model: dict[str, Any] = field(default_factory=dict)
+    agent_steps: int = 50_000
+    agent: str = "ppo"
+    num_envs: int = 8
+    frame_stack: int = 4
+    max_episode_steps: int = 1000
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_episodes: int = 5
+    out: str = "runs/loop"
+    seed: int = 0
+    device: str = "cpu"
+    num_threads: int | None = None
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.real_frames < self.iterations:
+            raise ValueError("need iterations >= 1 and at least one real frame per iteration")
+
+
+def collect_with_policy(
+    world: dict[str, Any],
+    store: EpisodeStore,
+    frames: int,
+    policy_path: Path | None,
+    frame_stack: int,
+    seed: int,
+    progress: bool = True,
+) -> int:
+    """Run the policy (random if None) in the real world until ``store`` holds ``frames`` real steps.
+
+    Whole episodes are appended (the last one may run past the target). Returns the steps taken.
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    policy = None if policy_path is None else load_policy(policy_path)[0]
+    env = make_world(world)
+    venv = preprocess(DummyVecEnv([lambda: env]), frame_stack)  # the policy's view of the same env
+    rng = np.random.default_rng(seed)
+    taken = 0
+    with tqdm(
+        total=frames,
+        initial=real_steps(store),
+        desc="collect",
+        disable=None if progress else True,
+    ) as bar:
+        while real_steps(store) < frames:
+            episode_seed = int(rng.integers(2**31 - 1))
+            venv.seed(episode_seed)
+            obs = venv.reset()
+            rec = _Recorder(_last_frame(obs), _state(venv.unwrapped.reset_infos[0]), episode_seed)
+            done = False
+            while not done:
+                if policy is None:
+                    action = np.array([sample_action(env.action_space, rng)])
+                else:
+                    action, _ = policy.predict(obs, deterministic=False)
+                obs, reward, dones, infos = venv.step(action)
+                done = bool(dones[0])
+                frame = infos[0]["terminal_observation"] if done else obs[0]
+                truncated = bool(infos[0].get("TimeLimit.truncated", False))
+                term = done and not truncated
+                rec.add(
+                    action[0], _last_frame(frame[None]), float(reward[0]), term, truncated, _state(infos[0])
+                )
+                taken += 1
+                bar.update(1)
+            store.append(
+                rec.episode(env.action_space, {"policy": "random" if policy is None else str(policy_path)})
+            )
+    venv.close()
+    return taken
+
+
+def real_steps(store: EpisodeStore) -> int:
+    """Real environment steps in a store (an episode of T steps has T + 1 frames)."""
+    return sum(store.lengths.values())
+
+
+def _state(info: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in info.get("state", {}).items() if not k.startswith("_")}
+
+
+def _last_frame(obs: np.ndarray) -> np.ndarray:
+    """The newest RGB frame of a stacked, channels-first observation ``(1, 3k, H, W)``."""
+    return np.ascontiguousarray(obs[0, -3:].transpose(1, 2, 0))
+
+
+def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
+    """Run (or resume) the loop; returns its history: real frames used and real return per iteration."""
+    from simworld.train.world_model import TrainConfig, train_world_model
+
+    if isinstance(cfg, dict):
+        cfg = LoopConfig(**cfg)
+    out = Path(cfg.out)
+    state_path = out / LOOP_FILE
+    if state_path.exists() and not cfg.resume:
+        raise FileExistsError(f"{out} already holds a loop run: pass resume=true or another out=")
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"history": []}
+    out.mkdir(parents=True, exist_ok=True)
+    store = EpisodeStore.create(out / "store", store_meta_for_world(WorldConfig(**cfg.world)))
+    per_iteration = cfg.real_frames // cfg.iterations
+    model_dir, agent_dir = out / "model", out / "agent"
+    for it in range(len(state["history"]), cfg.iterations):
+        policy = agent_dir / LAST_FILE if (agent_dir / LAST_FILE).exists() else None
+        collect_with_policy(
+            cfg.world, store, per_iteration * (it + 1), policy, cfg.frame_stack, cfg.seed + it, cfg.progress
+        )
+        store.refresh()
+        train = {
+            "dynamics": {"size": "S", "context": 6},
+            "window": 6,
+            **cfg.model,
+            "store": str(out / "store"),
+            "out": str(model_dir),
+            "steps": cfg.model_steps * (it + 1),
+            "resume": (model_dir / "checkpoint" / "trainer.json").exists(),
+            "device": cfg.device,
+            "num_threads": cfg.num_threads,
+            "seed": cfg.seed,
+            "progress": cfg.progress,
+        }
+        train_world_model(TrainConfig(**train))
+        agent = AgentConfig(
+            world=cfg.world,
+            env="dream",
+            checkpoint=str(model_dir / "model"),
+            agent=cfg.agent,
+            timesteps=cfg.agent_steps * (it + 1),
+            num_envs=cfg.num_envs,
+            frame_stack=cfg.frame_stack,
+            max_episode_steps=cfg.max_episode_steps,
+            eval_every=0,
+            eval_episodes=cfg.eval_episodes,
+            ckpt_every=max(cfg.agent_steps // 4, 1),
+            agent_kwargs=cfg.agent_kwargs,
+            out=str(agent_dir),
+            seed=cfg.seed,
+            device=cfg.device,
+            num_threads=cfg.num_threads,
+            resume=(agent_dir / LAST_FILE).exists(),
+            progress=cfg.progress,
+        )
+        result = train_agent(agent)
+        real = evaluate_agent(
+            agent_dir / LAST_FILE, cfg.world, cfg.eval_episodes, seed=cfg.seed + 50_000 + it
+        )
+        state["history"].append(
+            {
+                "iteration": it,
+                "real_frames": int(real_steps(store)),
+                "agent_steps": result["timesteps"],
+                "real_mean_return": real["mean_return"],
+                "real_std_return": real["std_return"],
+            }
+        )
+        atomic_write_text(state_path, json.dumps({"config": asdict(cfg), **state}, indent=2))
+        print(json.dumps(state["history"][-1]))
+    return state

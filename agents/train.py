@@ -1,0 +1,287 @@
+"""Train stable-baselines3 agents in the dream (or the real world) and evaluate them in the real world.
+
+``simworld agent train`` builds the training environment — the batched dream of a world model
+(``env=dream``) or copies of the ground-truth world (``env=real``, the baseline) — with the same
+pixel preprocessing as the real-world evaluation environment (``frame_stack`` RGB frames, channels
+first for SB3's CNN policy). While it learns, an ``EvalCallback`` scores the policy in the real
+world every ``eval_every`` agent steps; TensorBoard gets the dream's episode returns
+(``rollout/ep_rew_mean``) beside the real ones (``eval/mean_reward``), which is where a policy that
+exploits a model error shows itself: high dream return, low real return.
+
+Runs checkpoint every ``ckpt_every`` steps (SB3 zip, written atomically, plus ``agent.json``) and
+``resume=true`` continues from the last one. Replay buffers (DQN, SAC) are not checkpointed: a
+resumed off-policy run refills its buffer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import A2C, DQN, PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecMonitor, VecTransposeImage
+
+from simworld.checkpoint import atomic_write_text
+from simworld.data.atomic import atomic_path
+from simworld.worlds import WorldConfig, make_world
+
+ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC}
+ENVS = ("dream", "real")
+AGENT_FILE, LAST_FILE, BEST_FILE = "agent.json", "last.zip", "best_model.zip"
+
+
+@dataclass
+class AgentConfig:
+    """Everything :func:`train_agent` needs.
+
+    Attributes:
+        world: The ground-truth world (:class:`WorldConfig` fields): where the agent is evaluated,
+            and where it trains when ``env="real"``.
+        env: ``"dream"`` (train in the world model) or ``"real"`` (train in the world itself).
+        checkpoint: World-model directory for the dream; None: the shipped model (Balls only).
+        agent: SB3 algorithm: ``ppo`` (default), ``a2c``, ``dqn`` (discrete actions), ``sac`` (continuous).
+        timesteps: Agent steps to train (summed over ``num_envs``).
+        num_envs: Parallel environments (the dream runs them as one batch).
+        frame_stack: Frames the policy sees (motion is not visible in one frame).
+        max_episode_steps: Dream episodes are truncated here (real ones at the world's limit).
+        eval_every: Agent steps between real-world evaluations (0: none).
+        eval_episodes: Real episodes per evaluation.
+        ckpt_every: Agent steps between checkpoints.
+        agent_kwargs: Extra SB3 constructor arguments (e.g. ``{"n_steps": 128}``).
+        out: Run directory.
+        resume: Continue from ``<out>/last.zip``; without it an existing run is an error.
+    """
+
+    world: dict[str, Any] = field(default_factory=lambda: asdict(WorldConfig()))
+    env: str = "dream"
+    checkpoint: str | None = None
+    agent: str = "ppo"
+    timesteps: int = 100_000
+    num_envs: int = 8
+    frame_stack: int = 4
+    max_episode_steps: int = 1000
+    eval_every: int = 10_000
+    eval_episodes: int = 5
+    ckpt_every: int = 10_000
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    out: str = "runs/agent"
+    seed: int = 0
+    device: str = "cpu"
+    num_threads: int | None = None
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.env not in ENVS:
+            raise ValueError(f"env must be one of {ENVS}, got {self.env!r}")
+        if self.agent not in ALGOS:
+            raise ValueError(f"unknown agent {self.agent!r}; choose one of {sorted(ALGOS)}")
+        if self.frame_stack < 1 or self.num_envs < 1:
+            raise ValueError("frame_stack and num_envs must be >= 1")
+
+
+def preprocess(venv: VecEnv, frame_stack: int) -> VecEnv:
+    """The observation pipeline every policy sees, dream or real: stacked RGB frames, channels first."""
+    return VecTransposeImage(VecFrameStack(venv, frame_stack, channels_order="last"))
+
+
+def real_venv(world: dict[str, Any], num_envs: int, seed: int, frame_stack: int) -> VecEnv:
+    """``num_envs`` copies of the ground-truth world (SB3 ``DummyVecEnv`` with ``Monitor``)."""
+    venv = make_vec_env(lambda: make_world(world), n_envs=num_envs, seed=seed)
+    return preprocess(venv, frame_stack)
+
+
+def dream_venv(cfg: AgentConfig) -> VecEnv:
+    """The batched dream of ``cfg.checkpoint`` as an SB3 ``VecEnv`` (same-step autoreset)."""
+    from gymnasium.vector import AutoresetMode
+
+    from agents.sb3 import SB3VecEnv
+    from envs.dream import DreamVectorEnv
+    from simworld.dream import shipped_checkpoint
+
+    ckpt = cfg.checkpoint or shipped_checkpoint()
+    dream = DreamVectorEnv(
+        cfg.num_envs,
+        ckpt,
+        device=cfg.device,
+        max_episode_steps=cfg.max_episode_steps,
+        autoreset_mode=AutoresetMode.SAME_STEP,
+        render_mode=None,
+    )
+    real = make_world(cfg.world)
+    if dream.single_action_space != real.action_space:
+        raise ValueError(
+            f"the world model's action space {dream.single_action_space} is not the world's "
+            f"{real.action_space}: pass the checkpoint trained on {cfg.world.get('id')}"
+        )
+    if dream.single_observation_space.shape != real.observation_space.shape:
+        raise ValueError(
+            f"the world model makes {dream.single_observation_space.shape} frames, the world "
+            f"{real.observation_space.shape}"
+        )
+    real.close()
+    venv = SB3VecEnv(dream)
+    venv.seed(cfg.seed)
+    return preprocess(VecMonitor(venv), cfg.frame_stack)
+
+
+class AtomicCheckpoint(BaseCallback):
+    """Saves ``<out>/last.zip`` every ``every`` agent steps (temp file + rename: never half-written)."""
+
+    def __init__(self, out: Path, every: int) -> None:
+        super().__init__()
+        self.out, self.every, self._last = out, every, 0
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last >= self.every:
+            self._last = self.num_timesteps
+            save_agent(self.model, self.out / LAST_FILE)
+        return True
+
+
+def save_agent(model: BaseAlgorithm, path: Path) -> None:
+    with atomic_path(path, keep_suffix=True) as tmp:
+        model.save(tmp)
+
+
+def train_agent(cfg: AgentConfig | dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume) an agent; returns the final real-world evaluation and the run's paths."""
+    if isinstance(cfg, dict):
+        cfg = AgentConfig(**cfg)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    out = Path(cfg.out)
+    last = out / LAST_FILE
+    if last.exists() and not cfg.resume:
+        raise FileExistsError(f"{out} already holds an agent run: pass resume=true or another out=")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / AGENT_FILE, json.dumps(asdict(cfg), indent=2))
+
+    venv = (
+        dream_venv(cfg)
+        if cfg.env == "dream"
+        else real_venv(cfg.world, cfg.num_envs, cfg.seed, cfg.frame_stack)
+    )
+    algo = ALGOS[cfg.agent]
+    if cfg.resume and last.exists():
+        model = algo.load(last, env=venv, device=cfg.device)
+    else:
+        kwargs = {
+            "tensorboard_log": str(out / "tb"),
+            "seed": cfg.seed,
+            "device": cfg.device,
+            **cfg.agent_kwargs,
+        }
+        if cfg.agent == "dqn":
+            kwargs.setdefault("buffer_size", 20_000)  # 64x64x3x4 uint8 frames: 1 GB at 20k
+        model = algo("CnnPolicy", venv, verbose=0, **kwargs)
+    callbacks: list[BaseCallback] = [AtomicCheckpoint(out, cfg.ckpt_every)]
+    eval_env = None
+    if cfg.eval_every:
+        eval_env = real_venv(cfg.world, 1, cfg.seed + 10_000, cfg.frame_stack)
+        callbacks.append(
+            EvalCallback(
+                eval_env,
+                n_eval_episodes=cfg.eval_episodes,
+                eval_freq=max(cfg.eval_every // cfg.num_envs, 1),
+                best_model_save_path=str(out),
+                log_path=str(out / "eval"),
+                verbose=0,
+            )
+        )
+    remaining = cfg.timesteps - model.num_timesteps
+    if remaining > 0:
+        model.learn(
+            remaining,
+            callback=CallbackList(callbacks),
+            reset_num_timesteps=False,
+            tb_log_name=cfg.env,
+            progress_bar=_progress_bar_available() and cfg.progress,
+        )
+    save_agent(model, last)
+    venv.close()
+    if eval_env is not None:
+        eval_env.close()
+    result = evaluate_agent(
+        last, cfg.world, episodes=cfg.eval_episodes, seed=cfg.seed + 20_000, frame_stack=cfg.frame_stack
+    )
+    result.update({"timesteps": int(model.num_timesteps), "policy": str(last), "env": cfg.env})
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2))
+    return result
+
+
+def _progress_bar_available() -> bool:
+    try:  # SB3's progress bar needs tqdm and rich
+        import rich  # noqa: F401
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def load_policy(path: str | os.PathLike, device: str = "cpu") -> tuple[BaseAlgorithm, dict[str, Any]]:
+    """An SB3 zip and the ``agent.json`` beside it (algorithm, frame stack, world)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no policy at {path}")
+    meta_path = path.parent / AGENT_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    name = meta.get("agent", "ppo")
+    if name not in ALGOS:
+        raise ValueError(f"{meta_path} names an unknown agent {name!r}")
+    return ALGOS[name].load(path, device=device), meta
+
+
+def evaluate_agent(
+    policy: str | os.PathLike | BaseAlgorithm,
+    world: dict[str, Any] | None = None,
+    episodes: int = 10,
+    seed: int = 0,
+    frame_stack: int | None = None,
+    deterministic: bool = True,
+    video: str | None = None,
+) -> dict[str, Any]:
+    """Real-world returns of a policy: mean, std and each episode's; optionally an mp4 of episode 1."""
+    meta: dict[str, Any] = {}
+    if not isinstance(policy, BaseAlgorithm):
+        policy, meta = load_policy(policy)
+    world = world or meta.get("world") or asdict(WorldConfig())
+    frame_stack = frame_stack or meta.get("frame_stack", 4)
+    venv = real_venv(world, 1, seed, frame_stack)
+    returns, lengths, frames = [], [], []
+    obs = venv.reset()
+    ret, length = 0.0, 0
+    while len(returns) < episodes:
+        if video and not returns:
+            frames.append(np.ascontiguousarray(obs[0, -3:].transpose(1, 2, 0)))  # the newest frame
+        action, _ = policy.predict(obs, deterministic=deterministic)
+        obs, reward, done, _ = venv.step(action)
+        ret += float(reward[0])
+        length += 1
+        if done[0]:
+            returns.append(ret)
+            lengths.append(length)
+            ret, length = 0.0, 0
+    venv.close()
+    result = {
+        "world": world.get("id"),
+        "episodes": episodes,
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "returns": returns,
+        "mean_length": float(np.mean(lengths)),
+    }
+    if video:
+        from simworld.data.video import write_video
+
+        write_video(video, np.stack(frames), fps=15)
+        result["video"] = str(video)
+    return result

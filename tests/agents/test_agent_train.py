@@ -1,0 +1,102 @@
+"""Agents: trained in the dream or the real world, scored in the real world, resumable; the loop."""
+
+import json
+
+import pytest
+
+from agents.loop import LoopConfig, run_loop
+from agents.train import AgentConfig, evaluate_agent, train_agent
+from tests.test_cli import simworld
+
+WORLD = {"name": "balls", "id": "simworld/Balls-v0", "max_episode_steps": 12, "kwargs": {}}
+PPO_TINY = {"n_steps": 16, "batch_size": 16, "n_epochs": 1}
+
+
+def agent_cfg(tmp_path, **kw):
+    base = dict(
+        world=WORLD,
+        timesteps=32,
+        num_envs=2,
+        max_episode_steps=10,
+        eval_every=16,
+        eval_episodes=1,
+        ckpt_every=16,
+        agent_kwargs=PPO_TINY,
+        out=str(tmp_path / "agent"),
+        progress=False,
+        num_threads=1,
+    )
+    return AgentConfig(**{**base, **kw})
+
+
+def test_train_in_the_dream_evaluate_in_the_world_and_resume(checkpoint, tmp_path):
+    result = train_agent(agent_cfg(tmp_path, checkpoint=str(checkpoint)))
+    run = tmp_path / "agent"
+    for name in ("last.zip", "best_model.zip", "agent.json", "result.json"):
+        assert (run / name).exists(), name
+    assert any((run / "tb").iterdir())  # dream returns and real evaluations for TensorBoard
+    assert result["timesteps"] == 32 and result["world"] == "simworld/Balls-v0"
+    with pytest.raises(FileExistsError, match="resume=true"):
+        train_agent(agent_cfg(tmp_path, checkpoint=str(checkpoint)))
+    resumed = train_agent(agent_cfg(tmp_path, checkpoint=str(checkpoint), timesteps=64, resume=True))
+    assert resumed["timesteps"] == 64  # continued, not restarted
+
+    video = tmp_path / "eval.mp4"
+    scores = evaluate_agent(run / "last.zip", episodes=2, video=str(video))
+    assert len(scores["returns"]) == 2 and scores["std_return"] >= 0 and video.stat().st_size > 0
+
+    proc = simworld(
+        "agent",
+        "eval",
+        f"policy={run / 'last.zip'}",
+        "episodes=1",
+        "video=null",
+        f"out={tmp_path / 'e.json'}",
+    )
+    assert "return" in proc.stdout and json.loads((tmp_path / "e.json").read_text())["episodes"] == 1
+
+
+def test_real_world_baseline_trains_on_the_world_itself(tmp_path):
+    result = train_agent(agent_cfg(tmp_path, env="real", eval_every=0))
+    assert result["env"] == "real" and result["timesteps"] == 32
+
+
+def test_bad_agent_configs_name_the_problem(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="unknown agent"):
+        agent_cfg(tmp_path, agent="rainbow")
+    with pytest.raises(ValueError, match="env must be"):
+        agent_cfg(tmp_path, env="sim")
+    cartpole = {"name": "cartpole", "id": "simworld/PixelCartPole-v1", "max_episode_steps": 12, "kwargs": {}}
+    with pytest.raises(ValueError, match="action space"):
+        train_agent(agent_cfg(tmp_path, world=cartpole, checkpoint=str(checkpoint)))
+
+
+@pytest.mark.slow
+def test_world_model_loop_end_to_end_and_resume(tmp_path):
+    cfg = dict(
+        world=WORLD,
+        real_frames=60,
+        iterations=2,
+        model_steps=2,
+        model={"dynamics": {"size": "tiny", "context": 4}, "window": 4, "batch_size": 2, "bank_size": 4},
+        agent_steps=32,
+        num_envs=2,
+        max_episode_steps=10,
+        agent_kwargs=PPO_TINY,
+        eval_episodes=1,
+        out=str(tmp_path / "loop"),
+        progress=False,
+        num_threads=1,
+    )
+    state = run_loop(LoopConfig(**cfg))
+    history = state["history"]
+    assert [h["iteration"] for h in history] == [0, 1]
+    assert 30 <= history[0]["real_frames"] < history[1]["real_frames"]  # the budget is spent per iteration
+    assert history[1]["agent_steps"] == 64
+    for path in ("loop.json", "store", "model/model/config.json", "agent/last.zip"):
+        assert (tmp_path / "loop" / path).exists(), path
+    with pytest.raises(FileExistsError, match="resume=true"):
+        run_loop(LoopConfig(**cfg))
+    state = run_loop(LoopConfig(**{**cfg, "iterations": 3, "real_frames": 90, "resume": True}))
+    assert [h["iteration"] for h in state["history"]] == [0, 1, 2]
+    assert state["history"][2]["agent_steps"] == 96
