@@ -209,15 +209,19 @@ def _latency(cfg: dict[str, Any], model: WorldModel, context: dict, precision: s
     quick = bool(cfg.get("quick"))
     at = [int(s) for s in (cfg["quick_latency_at"] if quick else cfg["latency_at"])]
     samples = 3 if quick else int(cfg["latency_samples"])
-    with tqdm(
-        total=max(at),
-        desc="latency rollout",
-        unit="step",
-        disable=None if cfg.get("progress", True) else True,  # None: a bar on terminals only
-    ) as bar:
+    threads = torch.get_num_threads()
+    if cfg.get("latency_threads"):  # a batch-1 step is too small to share out; one thread is steadier
+        torch.set_num_threads(int(cfg["latency_threads"]))
+    show = None if cfg.get("progress", True) else True  # None: a bar on terminals only
+    with tqdm(total=max(at), desc="latency rollout", unit="step", disable=show) as bar:
         latency = step_latency(model, at, samples, context, precision=precision, progress=bar.update)
+    torch.set_num_threads(threads)
     lat = [v["cached_min_ms"] for v in latency.values()]  # cost, not the machine's noise
-    return {"latency_ms": latency, "latency_cached_spread": (max(lat) - min(lat)) / min(lat)}
+    return {
+        "latency_ms": latency,
+        "latency_cached_spread": (max(lat) - min(lat)) / min(lat),
+        "latency_threads": int(cfg.get("latency_threads") or threads),
+    }
 
 
 def _flops(
@@ -340,6 +344,8 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{r['cached_ms']:.2f} ({r['cached_min_ms']:.2f}) | {r['uncached_ms']:.2f} ({r['uncached_min_ms']:.2f})",
             )
         )
+    if "latency_threads" in results:
+        rows.append(("latency measured with torch threads", str(results["latency_threads"])))
     if "latency_cached_spread" in results:
         rows.append(
             (
