@@ -52,6 +52,9 @@ class AgentConfig:
         num_envs: Parallel environments (the dream runs them as one batch).
         frame_stack: Frames the policy sees (motion is not visible in one frame).
         max_episode_steps: Dream episodes are truncated here (real ones at the world's limit).
+        termination_threshold: Termination probability that ends a dream episode; a head trained on
+            rare terminations fires rarely, so calibrate it (``simworld eval-model`` reports the best F1
+            threshold on real frames).
         eval_every: Agent steps between real-world evaluations (0: none).
         eval_episodes: Real episodes per evaluation.
         ckpt_every: Agent steps between checkpoints.
@@ -68,6 +71,7 @@ class AgentConfig:
     num_envs: int = 8
     frame_stack: int = 4
     max_episode_steps: int = 1000
+    termination_threshold: float = 0.5
     eval_every: int = 10_000
     eval_episodes: int = 5
     ckpt_every: int = 10_000
@@ -113,6 +117,7 @@ def dream_venv(cfg: AgentConfig) -> VecEnv:
         ckpt,
         device=cfg.device,
         max_episode_steps=cfg.max_episode_steps,
+        termination_threshold=cfg.termination_threshold,
         autoreset_mode=AutoresetMode.SAME_STEP,
         render_mode=None,
     )

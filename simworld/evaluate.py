@@ -99,10 +99,56 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     result["termination_precision"] = tp / int(fired.sum()) if fired.any() else None
     result["termination_recall"] = tp / int(truth.sum()) if truth.any() else None
     result["terminations"] = int(truth.sum())
+    result.update(termination_on_real_frames(model, store, ids, cfg.seed))
     result["psnr_by_step"] = [
         float(np.mean(np.minimum(psnr[valid[:, k], k], 100.0))) for k in range(horizon) if valid[:, k].any()
     ]
     return result
+
+
+@torch.no_grad()
+def termination_on_real_frames(
+    model: WorldModel, store: EpisodeStore, ids: list[int], seed: int = 0, last: int = 32
+) -> dict[str, Any]:
+    """The termination head on the real last ``last`` frames of each held-out episode (no rollout):
+    AUROC of its probability (terminal transition vs the others) and precision/recall at 0.5.
+
+    A head that scores well here but never fires in rollouts is failed by the rollout (the frames
+    it is shown), not by the head."""
+    from simworld.probes.validate import auc
+
+    probs, truth = [], []
+    for eid in ids:
+        ep = store.load(eid)
+        n = min(last, len(ep.frames))
+        if n < 2:
+            continue
+        _, p = model.heads_on_frames(ep.frames[None, -n:], ep.actions[None, -(n - 1) :], seed=seed)
+        probs.append(p[0])
+        truth.append(ep.terminated[-(n - 1) :])
+    if not probs:
+        return {}
+    p, y = np.concatenate(probs), np.concatenate(truth).astype(bool)
+    fired = p > 0.5
+    tp = int((fired & y).sum())
+    # the threshold that would make the head most useful (best F1 on these frames): a calibration
+    # for DreamVectorEnv(termination_threshold=...), since a head trained on rare events fires rarely
+    best_f1, best_t = 0.0, None
+    for t in np.unique(p[y]) if y.any() else []:
+        f = p >= t
+        prec, rec = (f & y).sum() / f.sum(), (f & y).sum() / y.sum()
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        if f1 > best_f1:
+            best_f1, best_t = float(f1), float(t)
+    return {
+        "termination_real_best_f1": best_f1,
+        "termination_real_best_threshold": best_t,
+        "termination_real_auroc": auc(p[y], p[~y]) if y.any() and (~y).any() else None,
+        "termination_real_precision": tp / int(fired.sum()) if fired.any() else None,
+        "termination_real_recall": tp / int(y.sum()) if y.any() else None,
+        "termination_real_mean_prob_terminal": float(p[y].mean()) if y.any() else None,
+        "termination_real_mean_prob_other": float(p[~y].mean()),
+    }
 
 
 def print_table(result: dict[str, Any], horizons: list[int]) -> None:
@@ -131,6 +177,14 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
         f"termination precision {fmt(result['termination_precision'])}, "
         f"recall {fmt(result['termination_recall'])} over {result['terminations']} terminations"
     )
+    if "termination_real_auroc" in result:
+        print(
+            f"termination head on real frames: AUROC {fmt(result['termination_real_auroc'])}, "
+            f"precision {fmt(result['termination_real_precision'])}, recall {fmt(result['termination_real_recall'])}, "
+            f"mean p {fmt(result['termination_real_mean_prob_terminal'])} (terminal) vs "
+            f"{fmt(result['termination_real_mean_prob_other'])} (other); best F1 {fmt(result['termination_real_best_f1'])} "
+            f"at threshold {result['termination_real_best_threshold']}"
+        )
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:

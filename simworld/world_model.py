@@ -312,6 +312,29 @@ class WorldModel(nn.Module):
             frames = tensor_to_frames(self.decode(latent)[:, 0])
         return frames, latent[:, 0], reward.float().cpu().numpy(), torch.sigmoid(term.float()).cpu().numpy()
 
+    @torch.no_grad()
+    def heads_on_frames(
+        self, frames: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Reward and termination probability of every transition of real clips, read the way a
+        rollout reads them (each frame at the context noise level, causal attention).
+
+        ``frames (b, t, H, W, 3)`` uint8 and the ``t - 1`` actions between them -> ``rewards (b, t-1)``,
+        ``termination probabilities (b, t-1)``. Separates what the heads know from what a rollout shows them.
+        """
+        x = frames_to_tensor(torch.as_tensor(np.asarray(frames)), self.device)
+        clean = self.encode(x)  # (b, t, c, h, w)
+        b, t = clean.shape[:2]
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        sigma = torch.full((b, t), self.diffusion.context_sigma, device=self.device)
+        noisy = clean + sigma[..., None, None, None] * torch.randn(
+            clean.shape, generator=gen, device=self.device
+        )
+        pre = precondition(sigma[..., None, None, None], self.diffusion.sigma_data)
+        acts, valid = self.previous_actions(torch.as_tensor(np.asarray(actions)).to(self.device), t)
+        _, reward, term = self.dynamics(pre.c_in * noisy, pre.c_noise[..., 0, 0, 0], acts, valid)
+        return reward[:, 1:].float().cpu().numpy(), torch.sigmoid(term[:, 1:].float()).cpu().numpy()
+
     def _action_shape(self) -> tuple[int, ...]:
         return () if self.discrete else tuple(self.cfg.action_space["shape"])
 

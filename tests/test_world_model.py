@@ -140,6 +140,9 @@ def test_evaluate_reports_every_horizon(store):
     for h in (1, 4, 16):
         assert result[f"psnr@{h}"] is not None and 0 < result[f"ssim@{h}"] <= 1
     assert result["terminations"] >= 0 and result["reward_mae"] >= 0
+    # the termination head read on the real frames too, apart from what the rollout shows it
+    assert 0 <= result["termination_real_mean_prob_other"] <= 1
+    assert "termination_real_auroc" in result and "termination_real_best_threshold" in result
 
 
 def test_warm_start_sampling_starts_from_the_previous_frame(store):
