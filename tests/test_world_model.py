@@ -193,3 +193,19 @@ def test_world_model_on_a_trained_vae_tokenizer(store, tmp_path):
         model, ep.frames[None, :3].repeat(2, 0), ep.actions[None, :2].repeat(2, 0), steps=1
     )
     assert frames.shape == (1, 2, 64, 64, 3)
+
+
+def test_terminal_oversampling_draws_windows_that_end_in_a_termination(store):
+    from simworld.data.windows import WindowDataset
+    from simworld.train.common import batch_for_step, terminal_windows
+
+    ds = WindowDataset(store, 4)
+    terminal = terminal_windows(ds)
+    assert len(terminal) > 0, "the fixture store should hold terminated episodes"
+    for i in terminal:
+        assert ds[int(i)]["terminated"][-1]
+    batch = batch_for_step(ds, 8, seed=0, step=3, terminal=terminal, terminal_fraction=1.0)
+    assert batch["terminated"][:, -1].all()
+    plain = batch_for_step(ds, 8, seed=0, step=3)
+    again = batch_for_step(ds, 8, seed=0, step=3, terminal=terminal, terminal_fraction=0.0)
+    assert (plain["frames"] == again["frames"]).all()  # off means the very same data as before

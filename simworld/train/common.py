@@ -27,10 +27,38 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.lerp_(p.detach(), 1 - decay)
 
 
-def batch_for_step(ds: WindowDataset, batch_size: int, seed: int, step: int, rank: int = 0) -> dict:
-    """The batch of a given step, a pure function of (seed, step, rank): resuming replays the same data."""
+def terminal_windows(ds: WindowDataset) -> np.ndarray:
+    """Indices of the windows of ``ds`` whose last transition ends its episode by termination."""
+    store, length = ds.store, ds.length
+    out = []
+    for eid in np.unique(ds.episodes):
+        steps = store.num_steps(int(eid))
+        if steps and bool(store._slice(int(eid), "terminated", steps - 1, steps)[0]):
+            hit = np.flatnonzero((ds.episodes == eid) & (ds.starts + length - 1 == steps))
+            out.extend(hit.tolist())
+    return np.asarray(out, dtype=np.int64)
+
+
+def batch_for_step(
+    ds: WindowDataset,
+    batch_size: int,
+    seed: int,
+    step: int,
+    rank: int = 0,
+    terminal: np.ndarray | None = None,
+    terminal_fraction: float = 0.0,
+) -> dict:
+    """The batch of a given step, a pure function of (seed, step, rank): resuming replays the same data.
+
+    ``terminal_fraction`` of the windows (rounded stochastically) are drawn from ``terminal``
+    (see :func:`terminal_windows`): terminations are rare, and a head that sees a handful learns
+    to never fire.
+    """
     rng = np.random.default_rng([seed, step, rank])
     idx = rng.integers(0, len(ds), size=batch_size)
+    if terminal is not None and len(terminal) and terminal_fraction > 0:
+        k = int(rng.binomial(batch_size, terminal_fraction))
+        idx[:k] = terminal[rng.integers(0, len(terminal), size=k)]
     return {
         k: torch.as_tensor(np.asarray(v)) if not isinstance(v, dict) else v
         for k, v in collate_windows([ds[int(i)] for i in idx]).items()

@@ -22,6 +22,7 @@ from simworld.train.common import (
     distributed,
     ema_update,
     resolve_device,
+    terminal_windows,
     warmup_cosine,
 )
 from simworld.train.state import load_training_state, save_training_state
@@ -51,6 +52,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     log_every: int = 10
     ckpt_every: int = 200
+    terminal_fraction: float = 0.0  # share of windows drawn from those ending in a termination
     bank_size: int = 256  # start-frame bank: real context windows shipped with the model
     bank_frames: int = 3
     seed: int = 0
@@ -129,6 +131,7 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
         model.cfg.latent_shift, model.cfg.latent_scale = raw["latent_shift"], raw["latent_scale"]
     else:
         model.cfg.latent_shift, model.cfg.latent_scale = latent_stats(model, ds, cfg.seed)
+    terminal = terminal_windows(ds) if cfg.terminal_fraction > 0 else None
     ema = copy.deepcopy(model).requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
@@ -164,7 +167,15 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
     while step < cfg.steps:
         opt.zero_grad(set_to_none=True)
         for micro in range(cfg.accumulate):
-            batch = batch_for_step(ds, cfg.batch_size, cfg.seed, step * cfg.accumulate + micro, rank)
+            batch = batch_for_step(
+                ds,
+                cfg.batch_size,
+                cfg.seed,
+                step * cfg.accumulate + micro,
+                rank,
+                terminal,
+                cfg.terminal_fraction,
+            )
             with autocast(device, cfg.precision):
                 loss, logs = net(batch)
             (loss / cfg.accumulate).backward()
