@@ -87,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     command, rest = argv[0], argv[1:]
-    if command == "agent" and rest and f"agent {rest[0]}" in COMMANDS:  # two-word commands
+    if command == "agent":  # two-word commands
+        subs = [c.split()[1] for c in COMMANDS if c.startswith("agent ")]
+        if not rest or rest[0] not in subs:
+            print(f"simworld agent: choose one of {', '.join(subs)}\n\n{_usage()}", file=sys.stderr)
+            return 2
         command, rest = f"agent {rest[0]}", rest[1:]
     rest = ["quick=true" if a == "--quick" else a for a in rest]  # the one flag spelled like a flag
     if command not in COMMANDS:
