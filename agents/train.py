@@ -186,7 +186,7 @@ def train_agent(cfg: AgentConfig | dict[str, Any]) -> dict[str, Any]:
             **cfg.agent_kwargs,
         }
         if cfg.agent == "dqn":
-            kwargs.setdefault("buffer_size", 20_000)  # 64x64x3x4 uint8 frames: 1 GB at 20k
+            kwargs.setdefault("buffer_size", 10_000)  # obs + next obs of 4x64x64x3 uint8: ~1 GB at 10k
         model = algo("CnnPolicy", venv, verbose=0, **kwargs)
     callbacks: list[BaseCallback] = [AtomicCheckpoint(out, cfg.ckpt_every)]
     eval_env = None
