@@ -160,6 +160,8 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
         train = {
             "dynamics": {"size": "S", "context": 6},
             "window": 6,
+            "terminal_fraction": 0.1,  # as configs/train.yaml: a termination head that fires
+            "diffusion": {"termination_pos_weight": 1.0},
             **cfg.model,
             "store": str(out / "store"),
             "out": str(model_dir),
