@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from agents.train import LAST_FILE, AgentConfig, evaluate_agent, load_policy, preprocess, train_agent
+from agents.train import (
+    LAST_FILE,
+    AgentConfig,
+    evaluate_agent,
+    load_policy,
+    newest_frame,
+    preprocess,
+    train_agent,
+)
 from simworld.checkpoint import atomic_write_text
 from simworld.data.collect import _Recorder, sample_action, store_meta_for_world
 from simworld.data.store import EpisodeStore
@@ -98,7 +106,7 @@ def collect_with_policy(
             episode_seed = int(rng.integers(2**31 - 1))
             venv.seed(episode_seed)
             obs = venv.reset()
-            rec = _Recorder(_last_frame(obs), _state(venv.unwrapped.reset_infos[0]), episode_seed)
+            rec = _Recorder(newest_frame(obs), _state(venv.unwrapped.reset_infos[0]), episode_seed)
             done = False
             while not done:
                 if policy is None:
@@ -111,7 +119,7 @@ def collect_with_policy(
                 truncated = bool(infos[0].get("TimeLimit.truncated", False))
                 term = done and not truncated
                 rec.add(
-                    action[0], _last_frame(frame[None]), float(reward[0]), term, truncated, _state(infos[0])
+                    action[0], newest_frame(frame[None]), float(reward[0]), term, truncated, _state(infos[0])
                 )
                 taken += 1
                 bar.update(1)
@@ -129,11 +137,6 @@ def real_steps(store: EpisodeStore) -> int:
 
 def _state(info: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in info.get("state", {}).items() if not k.startswith("_")}
-
-
-def _last_frame(obs: np.ndarray) -> np.ndarray:
-    """The newest RGB frame of a stacked, channels-first observation ``(1, 3k, H, W)``."""
-    return np.ascontiguousarray(obs[0, -3:].transpose(1, 2, 0))
 
 
 def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:

@@ -92,6 +92,11 @@ class AgentConfig:
             raise ValueError("frame_stack and num_envs must be >= 1")
 
 
+def newest_frame(obs: np.ndarray) -> np.ndarray:
+    """The newest RGB frame ``(H, W, 3)`` of a stacked, channels-first observation ``(1, 3k, H, W)``."""
+    return np.ascontiguousarray(obs[0, -3:].transpose(1, 2, 0))
+
+
 def preprocess(venv: VecEnv, frame_stack: int) -> VecEnv:
     """The observation pipeline every policy sees, dream or real: stacked RGB frames, channels first."""
     return VecTransposeImage(VecFrameStack(venv, frame_stack, channels_order="last"))
@@ -266,7 +271,7 @@ def evaluate_agent(
     ret, length = 0.0, 0
     while len(returns) < episodes:
         if video and not returns:
-            frames.append(np.ascontiguousarray(obs[0, -3:].transpose(1, 2, 0)))  # the newest frame
+            frames.append(newest_frame(obs))
         action, _ = policy.predict(obs, deterministic=deterministic)
         obs, reward, done, _ = venv.step(action)
         ret += float(reward[0])

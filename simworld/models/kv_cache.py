@@ -38,12 +38,10 @@ class KVCache:
         self.filled = torch.zeros(batch, self.slots, dtype=torch.bool, device=device)
         self.count = torch.zeros(batch, dtype=torch.long, device=device)  # frames written since reset
         _, self._y, self._x = grid_positions(1, *grid, device=device)
-        self.prev: torch.Tensor | None = None  # (b, 1, c, h, w): the last written frame's input
-        self.prev_c_noise: torch.Tensor | None = None  # (b, 1): and its noise level
-        self._no_prev = 0.0
         self._tables: tuple[torch.Tensor, torch.Tensor] | None = None
-        # The inputs of the last ``context`` frames, oldest first, so a step can also recompute its
-        # whole window without the cache (DiT.forward_window): tensors (b, context, ...) once written.
+        # The inputs of the last ``context`` frames, oldest first: the newest is the previous frame
+        # every patch also carries, and a step can recompute its whole window without the cache
+        # (DiT.forward_window). Tensors (b, context, ...) once a frame is written.
         self.history: dict[str, torch.Tensor] | None = None
         self.history_filled = torch.zeros(batch, context, dtype=torch.bool, device=device)
         self.stale = False  # set by a step that bypassed the cache: its keys/values miss that frame
@@ -63,9 +61,6 @@ class KVCache:
                 value[mask] = 0
         if bool(mask.all()):
             self.stale = False
-        if self.prev is not None:
-            self.prev[mask] = 0
-            self.prev_c_noise[mask] = self._no_prev
         self._tables = None
 
     def new_frame_rope(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,29 +109,27 @@ class KVCache:
         self.k[layer].scatter_(2, idx, self.k[layer, :, :, scratch])
         self.v[layer].scatter_(2, idx, self.v[layer, :, :, scratch])
 
+    @property
+    def prev(self) -> torch.Tensor | None:
+        """``(b, 1, c, h, w)``: the input of the last frame written (zeros after a reset), or None."""
+        return None if self.history is None else self.history["x"][:, -1:]
+
     def prev_input(
         self, like: torch.Tensor, like_c_noise: torch.Tensor, no_prev: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The input and noise level of the last frame written (zeros and ``no_prev`` after a reset)."""
-        self._no_prev = no_prev
-        if self.prev is None:
-            self.prev = torch.zeros_like(like)
-            self.prev_c_noise = torch.full_like(like_c_noise, no_prev)
-        return self.prev, self.prev_c_noise
+        if self.history is None:
+            return torch.zeros_like(like), torch.full_like(like_c_noise, no_prev)
+        last = self.history_filled[:, -1:]
+        c_noise = self.history["c_noise"][:, -1:]
+        return self.history["x"][:, -1:], torch.where(last, c_noise, torch.full_like(c_noise, no_prev))
 
     def advance(
-        self,
-        x: torch.Tensor | None = None,
-        c_noise: torch.Tensor | None = None,
-        actions: torch.Tensor | None = None,
-        valid: torch.Tensor | None = None,
+        self, x: torch.Tensor, c_noise: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor
     ) -> None:
-        """Close the step after every layer has written: the new frame (input ``x``) becomes context."""
-        if x is not None:
-            self.prev = x.detach().clone()
-            self.prev_c_noise = c_noise.detach().clone()
-        if actions is not None:
-            self._remember(x=x, c_noise=c_noise, actions=actions, valid=valid)
+        """Close the step after every layer has written: the new frame (input ``x``, its noise
+        level, the action that led to it) becomes context."""
+        self._remember(x=x, c_noise=c_noise, actions=actions, valid=valid)
         if self.slots:
             slot = self.count % self.slots
             self.filled[torch.arange(self.batch, device=self.device), slot] = True
@@ -162,8 +155,6 @@ class KVCache:
         sub.batch = len(idx)
         sub.k, sub.v = self.k[:, idx].clone(), self.v[:, idx].clone()
         sub.filled, sub.count = self.filled[idx].clone(), self.count[idx].clone()
-        sub.prev = None if self.prev is None else self.prev[idx].clone()
-        sub.prev_c_noise = None if self.prev_c_noise is None else self.prev_c_noise[idx].clone()
         sub.history = None if self.history is None else {k: v[idx].clone() for k, v in self.history.items()}
         sub.history_filled = self.history_filled[idx].clone()
         sub._tables = None
@@ -173,12 +164,6 @@ class KVCache:
         """Copy a subset back into batch elements ``idx``."""
         self.k[:, idx], self.v[:, idx] = sub.k, sub.v
         self.filled[idx], self.count[idx] = sub.filled, sub.count
-        if sub.prev is not None:
-            if self.prev is None:
-                self.prev = torch.zeros(
-                    (self.batch, *sub.prev.shape[1:]), dtype=sub.prev.dtype, device=self.device
-                )
-            self.prev[idx] = sub.prev
         if sub.history is not None:
             if self.history is None:
                 self.history = {
