@@ -47,7 +47,13 @@ class LoopConfig:
         model: :class:`~simworld.train.world_model.TrainConfig` overrides (``dynamics``, ``window``, ...).
         agent_steps: Agent steps in the dream added per iteration.
         agent: The SB3 algorithm (see :class:`~agents.train.AgentConfig`), with ``num_envs``,
-            ``frame_stack``, ``max_episode_steps``, ``agent_kwargs`` as there.
+            ``frame_stack``, ``termination_threshold``, ``agent_kwargs`` as there.
+        max_episode_steps: The imagination horizon: dream episodes start from real context windows
+            of the store (the model's start bank, redrawn every iteration) and are truncated after
+            this many steps, with the value function bootstrapping the rest (SB3 does this for
+            truncations). Short horizons keep the agent where the model is still accurate (Dreamer
+            and DIAMOND imagine 15 steps, IRIS 20); long ones let model errors compound.
+        bank_size: Real context windows in the start bank (more: more varied dream starts).
         eval_episodes: Real episodes scored after each iteration.
         out: Run directory: ``store/``, ``model/`` (training run), ``agent/``, ``loop.json``.
     """
@@ -61,7 +67,9 @@ class LoopConfig:
     agent: str = "ppo"
     num_envs: int = 8
     frame_stack: int = 4
-    max_episode_steps: int = 1000
+    max_episode_steps: int = 15
+    termination_threshold: float = 0.5
+    bank_size: int = 1024
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_episodes: int = 5
     out: str = "runs/loop"
@@ -165,6 +173,7 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             "window": 6,
             "terminal_fraction": 0.1,  # as configs/train.yaml: a termination head that fires
             "diffusion": {"termination_pos_weight": 1.0},
+            "bank_size": cfg.bank_size,
             **cfg.model,
             "store": str(out / "store"),
             "out": str(model_dir),
@@ -185,6 +194,7 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             num_envs=cfg.num_envs,
             frame_stack=cfg.frame_stack,
             max_episode_steps=cfg.max_episode_steps,
+            termination_threshold=cfg.termination_threshold,
             eval_every=0,
             eval_episodes=cfg.eval_episodes,
             ckpt_every=max(cfg.agent_steps // 4, 1),
@@ -207,6 +217,10 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
                 "agent_steps": result["timesteps"],
                 "real_mean_return": real["mean_return"],
                 "real_std_return": real["std_return"],
+                "real_mean_length": real["mean_length"],
+                "real_reward_per_step": real["reward_per_step"],
+                # the dream's view of the same policy while it trained (horizon-truncated episodes)
+                **{f"dream_{k}": v for k, v in (result.get("train") or {}).items() if k != "episodes"},
             }
         )
         atomic_write_text(state_path, json.dumps({"config": asdict(cfg), **state}, indent=2))

@@ -217,6 +217,7 @@ def train_agent(cfg: AgentConfig | dict[str, Any]) -> dict[str, Any]:
             progress_bar=_progress_bar_available() and cfg.progress,
         )
     save_agent(model, last)
+    train_stats = episode_stats(model)
     venv.close()
     if eval_env is not None:
         eval_env.close()
@@ -224,8 +225,27 @@ def train_agent(cfg: AgentConfig | dict[str, Any]) -> dict[str, Any]:
         last, cfg.world, episodes=cfg.eval_episodes, seed=cfg.seed + 20_000, frame_stack=cfg.frame_stack
     )
     result.update({"timesteps": int(model.num_timesteps), "policy": str(last), "env": cfg.env})
+    if train_stats:
+        result["train"] = train_stats  # the training env's own view: the dream's, for env=dream
     atomic_write_text(out / "result.json", json.dumps(result, indent=2))
     return result
+
+
+def episode_stats(model: BaseAlgorithm) -> dict[str, float] | None:
+    """Return, length and reward per step of the last (up to 100) training episodes SB3 logged.
+
+    In the dream these are the model's rewards; set beside the real world's they show exploitation
+    (a dream paying more per step than the world does)."""
+    eps = list(model.ep_info_buffer or [])
+    if not eps:
+        return None
+    r, n = np.array([e["r"] for e in eps], float), np.array([e["l"] for e in eps], float)
+    return {
+        "episodes": len(eps),
+        "mean_return": float(r.mean()),
+        "mean_length": float(n.mean()),
+        "reward_per_step": float(r.sum() / max(n.sum(), 1.0)),
+    }
 
 
 def _progress_bar_available() -> bool:
@@ -288,6 +308,7 @@ def evaluate_agent(
         "std_return": float(np.std(returns)),
         "returns": returns,
         "mean_length": float(np.mean(lengths)),
+        "reward_per_step": float(np.sum(returns) / max(np.sum(lengths), 1)),
     }
     if video:
         from simworld.data.video import write_video

@@ -60,6 +60,11 @@ class DreamVectorEnv(VectorEnv):
         precision: ``"fp32"`` or ``"bf16"`` (autocast; on CPUs with bf16 matmuls and on GPUs).
         kv_cache: False recomputes the whole context window every step instead of reading cached
             keys/values (``context`` times the work: a reference for benchmarks, not for training).
+        snap_rewards: round the reward head's output to the nearest reward the training data holds
+            (``model.cfg.reward_values``, recorded when the world's rewards take few values, e.g. Balls'
+            0/1/2 bounces). A regression head is never exactly 0: without snapping an agent can farm
+            (or a long episode can sum up) its small bias. Models without ``reward_values`` (continuous
+            rewards, older checkpoints) are unaffected. ``info["reward_raw"]`` keeps the raw value.
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -77,6 +82,7 @@ class DreamVectorEnv(VectorEnv):
         render_mode: str | None = "rgb_array",
         precision: str = "fp32",
         kv_cache: bool = True,
+        snap_rewards: bool = True,
     ) -> None:
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
@@ -84,6 +90,8 @@ class DreamVectorEnv(VectorEnv):
         autocast(self.model.device, precision)  # validates it
         self.precision = precision
         self.kv_cache = bool(kv_cache)
+        values = getattr(self.model.cfg, "reward_values", None)
+        self.reward_values = np.asarray(values, np.float32) if (snap_rewards and values) else None
         if denoising_steps is not None:
             self.model.diffusion.steps = int(denoising_steps)
         self.num_envs = int(num_envs)
@@ -216,6 +224,10 @@ class DreamVectorEnv(VectorEnv):
         truncated &= ~terminated
         rewards = rewards.astype(np.float32)
         info = self._info(prob)
+        info["reward_raw"] = rewards.copy()
+        if self.reward_values is not None:
+            nearest = np.abs(rewards[:, None] - self.reward_values[None]).argmin(axis=1)
+            rewards = self.reward_values[nearest]
         if autoreset is not None and autoreset.any():
             # these finished last step: this step restarts them and their action is ignored
             self._restart(autoreset, None)
@@ -255,6 +267,7 @@ class DreamEnv(gym.Env):
         termination_threshold: float = 0.5,
         denoising_steps: int | None = None,
         render_mode: str | None = "rgb_array",
+        snap_rewards: bool = True,
     ) -> None:
         self.vec = DreamVectorEnv(
             1,
@@ -266,6 +279,7 @@ class DreamEnv(gym.Env):
             denoising_steps,
             AutoresetMode.DISABLED,
             render_mode,
+            snap_rewards=snap_rewards,
         )
         self.model = self.vec.model
         self.observation_space = self.vec.single_observation_space

@@ -62,6 +62,9 @@ class WorldModelConfig:
     # latents' spread matches sigma_data, whatever the tokenizer (pixels are mostly black background)
     latent_shift: float = 0.0
     latent_scale: float = 1.0
+    # the distinct rewards of the training data when there are few (None: continuous rewards); the
+    # dream snaps the reward head's regression onto them, so a small bias cannot add up over steps
+    reward_values: list[float] | None = None
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

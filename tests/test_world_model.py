@@ -103,6 +103,8 @@ def test_resume_matches_an_uninterrupted_run(store, tmp_path):
     b = WorldModel.from_pretrained(tmp_path / "b" / "model").state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    seen = np.unique(np.concatenate([store.load(e).rewards for e in store.episode_ids]))
+    assert WorldModel.from_pretrained(tmp_path / "b" / "model").cfg.reward_values == seen.tolist()
 
 
 def test_bad_checkpoints_get_clear_errors(tmp_path):

@@ -351,6 +351,11 @@ class EpisodeStore:
             self._lengths[eid] = self._read_num_steps(eid)
         return self._lengths[eid]
 
+    def read_array(self, eid: int, name: str) -> np.ndarray:
+        """One whole array of an episode (``"rewards"``, ``"actions"``, ``"state/<key>"``, ...) without
+        reading its frames."""
+        return self._slice(eid, name, 0, self.num_steps(eid) + (name == "frames" or name.startswith("state/")))
+
     def bytes_on_disk(self) -> int:
         """Total size in bytes of every file under the store root."""
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())

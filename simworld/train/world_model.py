@@ -70,6 +70,16 @@ def latent_stats(model: WorldModel, ds: WindowDataset, seed: int, windows: int =
     return float(z.mean()), float(z.std()) / model.diffusion.sigma_data
 
 
+def reward_values(store: EpisodeStore, max_values: int = 16) -> list[float] | None:
+    """The distinct rewards in ``store``, sorted, or None if there are more than ``max_values`` of them."""
+    seen: set[float] = set()
+    for eid in store.episode_ids:
+        seen.update(np.unique(store.read_array(eid, "rewards")).tolist())
+        if len(seen) > max_values:
+            return None
+    return sorted(float(r) for r in seen) or None
+
+
 def _model_config(cfg: TrainConfig, store: EpisodeStore) -> WorldModelConfig:
     tokenizer = dict(cfg.tokenizer)
     if cfg.tokenizer_path:
@@ -83,6 +93,7 @@ def _model_config(cfg: TrainConfig, store: EpisodeStore) -> WorldModelConfig:
         tokenizer=tokenizer,
         dynamics=dict(cfg.dynamics),
         diffusion=dict(cfg.diffusion),
+        reward_values=reward_values(store),
     )
 
 

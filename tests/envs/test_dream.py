@@ -158,3 +158,20 @@ def test_stepping_without_the_cache_is_close_and_cannot_mix(checkpoint):
             model.step(b, np.array([1, 2]))
         model.reset(frames, actions, state=b)
         model.step(b, np.array([1, 2]))  # a full reset makes the cache whole again
+
+
+def test_rewards_snap_to_the_values_the_world_gives(checkpoint):
+    model = WorldModel.from_pretrained(checkpoint)
+    model.cfg.reward_values = [0.0, 1.0]
+    for bias, expected in [(0.3, 0.0), (0.8, 1.0)]:
+        with torch.no_grad():
+            model.dynamics.reward_head[-1].weight.zero_()
+            model.dynamics.reward_head[-1].bias.fill_(bias)
+        envs = DreamVectorEnv(2, model)
+        envs.reset(seed=0)
+        _, r, _, _, info = envs.step(np.array([0, 1]))
+        assert r.tolist() == [expected, expected]
+        np.testing.assert_allclose(info["reward_raw"], bias, atol=1e-5)
+        raw = DreamVectorEnv(2, model, snap_rewards=False)
+        raw.reset(seed=0)
+        np.testing.assert_allclose(raw.step(np.array([0, 1]))[1], bias, atol=1e-5)
