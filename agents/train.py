@@ -270,6 +270,38 @@ def load_policy(path: str | os.PathLike, device: str = "cpu") -> tuple[BaseAlgor
     return ALGOS[name].load(path, device=device), meta
 
 
+class FramePolicy:
+    """A trained agent as a function of the newest frame: ``policy(frame (H, W, 3) uint8) -> action``.
+
+    Keeps the last ``frame_stack`` frames itself (zeros before the first, as SB3's ``VecFrameStack``
+    does after a reset), so a policy trained on stacked observations runs wherever a plain
+    frame-to-action callable is expected (``simworld rollout actions=policy.zip``). Call
+    :meth:`reset` when an episode restarts.
+    """
+
+    def __init__(self, path: str | os.PathLike, deterministic: bool = True) -> None:
+        self.model, meta = load_policy(path)
+        self.frame_stack = int(meta.get("frame_stack", 4))
+        channels = self.model.observation_space.shape[0]
+        if channels != 3 * self.frame_stack:
+            raise ValueError(
+                f"{path}: the policy sees {channels} channels, not {self.frame_stack} stacked RGB frames"
+            )
+        self.deterministic = deterministic
+        self._stack: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._stack = None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        frame = np.asarray(frame, dtype=np.uint8).transpose(2, 0, 1)  # (3, H, W)
+        if self._stack is None:
+            self._stack = np.zeros((3 * self.frame_stack, *frame.shape[1:]), np.uint8)
+        self._stack = np.concatenate([self._stack[3:], frame])
+        action, _ = self.model.predict(self._stack[None], deterministic=self.deterministic)
+        return action[0]
+
+
 def evaluate_agent(
     policy: str | os.PathLike | BaseAlgorithm,
     world: dict[str, Any] | None = None,

@@ -52,6 +52,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "simworld.commands:agent_eval",
         "real-world returns (mean +- std) and a video of a policy",
     ),
+    "agent bench": (
+        "simworld.commands:agent_bench",
+        "dream-trained vs real-trained agents at one real-frame budget, over seeds: table and curves",
+    ),
     "bench": (
         "simworld.commands:bench",
         "benchmark the dream (steps/s, latency, FLOP/s, memory), training and data (`--quick`: <1 min)",

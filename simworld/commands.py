@@ -197,3 +197,9 @@ def agent_loop(cfg: DictConfig) -> dict:
     from agents.loop import LoopConfig, run_loop
 
     return run_loop(LoopConfig(**_plain(cfg)))
+
+
+def agent_bench(cfg: DictConfig) -> dict:
+    from agents.benchmark import BenchConfig, run_benchmark
+
+    return run_benchmark(BenchConfig(**_plain(cfg)))

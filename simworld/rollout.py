@@ -97,6 +97,10 @@ def resolve_policy(spec: Any, action_space: gym.Space) -> Policy | np.ndarray | 
                 json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
             )
             return np.asarray(data["actions"] if isinstance(data, dict) else data)
+        if path.suffix == ".zip" and (path.parent / "agent.json").exists():
+            from agents.train import FramePolicy  # a `simworld agent train` policy: stacked frames
+
+            return FramePolicy(path)
         if path.suffix == ".zip":
             from stable_baselines3.common.base_class import BaseAlgorithm
 
@@ -228,6 +232,8 @@ def rollout(
         if real is not None and (term or trunc) and restart_on_real_end and t + 1 < steps:
             obs, _ = real.reset(seed=seed + 1 + len(restarts))
             restarts.append(t + 1)
+            if hasattr(pol, "reset"):  # a frame-stacking policy starts its stack afresh
+                pol.reset()
             frames[-1] = real_frames[-1] = obs
             warmup = [(obs, None)]
             if len(frames0) == 1:

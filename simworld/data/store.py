@@ -354,7 +354,9 @@ class EpisodeStore:
     def read_array(self, eid: int, name: str) -> np.ndarray:
         """One whole array of an episode (``"rewards"``, ``"actions"``, ``"state/<key>"``, ...) without
         reading its frames."""
-        return self._slice(eid, name, 0, self.num_steps(eid) + (name == "frames" or name.startswith("state/")))
+        return self._slice(
+            eid, name, 0, self.num_steps(eid) + (name == "frames" or name.startswith("state/"))
+        )
 
     def bytes_on_disk(self) -> int:
         """Total size in bytes of every file under the store root."""

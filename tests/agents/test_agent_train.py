@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from agents.loop import LoopConfig, run_loop
@@ -55,6 +56,21 @@ def test_train_in_the_dream_evaluate_in_the_world_and_resume(checkpoint, tmp_pat
     )
     assert "return" in proc.stdout and json.loads((tmp_path / "e.json").read_text())["episodes"] == 1
 
+    # the trained policy as a frame -> action function sees what the training pipeline showed it
+    from agents.train import FramePolicy, newest_frame, real_venv
+    from simworld.rollout import rollout
+
+    policy = FramePolicy(run / "last.zip")
+    venv = real_venv(WORLD, 1, 0, policy.frame_stack)
+    obs = venv.reset()
+    for _ in range(5):
+        policy(newest_frame(obs))
+        assert np.array_equal(policy._stack, obs[0])
+        obs = venv.step(np.array([2]))[0]
+    venv.close()
+    traj = rollout(checkpoint, str(run / "last.zip"), steps=4)
+    assert traj.actions.shape == (4,) and set(traj.actions.tolist()) <= {0, 1, 2}
+
 
 def test_real_world_baseline_trains_on_the_world_itself(tmp_path):
     result = train_agent(agent_cfg(tmp_path, env="real", eval_every=0))
@@ -100,3 +116,44 @@ def test_world_model_loop_end_to_end_and_resume(tmp_path):
     state = run_loop(LoopConfig(**{**cfg, "iterations": 3, "real_frames": 90, "resume": True}))
     assert [h["iteration"] for h in state["history"]] == [0, 1, 2]
     assert state["history"][2]["agent_steps"] == 96
+
+
+def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):
+    from agents.benchmark import BenchConfig, run_benchmark
+
+    cfg = dict(
+        world=WORLD,
+        seeds=[0, 1],
+        real_frames=40,
+        large_frames=64,
+        iterations=1,
+        model_steps=2,
+        model={"dynamics": {"size": "tiny", "context": 4}, "window": 4, "batch_size": 2, "bank_size": 4},
+        agent_steps=32,
+        num_envs=2,
+        max_episode_steps=10,
+        agent_kwargs=PPO_TINY,
+        eval_points=2,
+        eval_episodes=1,
+        out=str(tmp_path / "bench"),
+        progress=False,
+        num_threads=1,
+    )
+    summary = run_benchmark(BenchConfig(**cfg))
+    root = tmp_path / "bench" / "balls"
+    assert set(summary["arms"]) == {"dream", "real", "real_large"}
+    for arm, budget in [("dream", 40), ("real", 40), ("real_large", 64)]:
+        runs = summary["arms"][arm]["runs"]
+        assert [r["seed"] for r in runs] == [0, 1] and all(r["real_frames"] >= budget for r in runs)
+    assert summary["arms"]["real_large"]["runs"][0]["curve"]["real_frames"] == [32, 64]
+    assert "dream_reward_per_step" in summary["arms"]["dream"]["runs"][0]
+    for name in ("benchmark.json", "table.md", "curves.png"):
+        assert (root / name).exists(), name
+    assert "real-trained, large | 64 | 2 |" in (root / "table.md").read_text()
+    # finished runs are skipped; summarising alone reads the same runs
+    walls = (root / "real_40" / "seed0" / "wall.json").read_text()
+    again = run_benchmark(BenchConfig(**{**cfg, "run": False}))
+    assert (root / "real_40" / "seed0" / "wall.json").read_text() == walls
+    assert again["arms"]["dream"]["mean"] == summary["arms"]["dream"]["mean"]
+    with pytest.raises(ValueError, match="unknown arms"):
+        BenchConfig(**{**cfg, "arms": ["dreamy"]})

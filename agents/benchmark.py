@@ -1,0 +1,257 @@
+"""The agent benchmark: dream-trained vs real-trained under one real-frame budget, over seeds.
+
+Three arms per world, each run once per seed (every run resumes, finished runs are skipped):
+
+- ``dream``: the world-model loop (:mod:`agents.loop`) spending ``real_frames`` real frames;
+- ``real``: the same SB3 algorithm trained directly on the real world for ``real_frames`` steps;
+- ``real_large``: the same on ``large_frames`` steps, the reference ceiling.
+
+Then :func:`summarise` reads whatever has finished and writes ``benchmark.json``, ``table.md``
+and ``curves.png`` (real return against real frames spent, per arm, mean over seeds; and the
+dream's reward per step beside the real world's for the same policies, where exploitation of a
+model error shows). Layout: ``<out>/<world>/<arm>_<budget>/seed<k>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simworld.checkpoint import atomic_write_text
+from simworld.worlds import WorldConfig
+
+ARMS = ("dream", "real", "real_large")
+
+
+@dataclass
+class BenchConfig:
+    """Everything :func:`run_benchmark` needs (the loop's and the agent's fields as there)."""
+
+    world: dict[str, Any] = field(default_factory=lambda: asdict(WorldConfig()))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    real_frames: int = 20_000
+    large_frames: int = 200_000
+    iterations: int = 4
+    model_steps: int = 400
+    model: dict[str, Any] = field(default_factory=dict)
+    agent_steps: int = 10_000
+    max_episode_steps: int = 15
+    agent: str = "ppo"
+    num_envs: int = 8
+    frame_stack: int = 4
+    agent_kwargs: dict[str, Any] = field(default_factory=lambda: {"n_steps": 128})
+    eval_points: int = 5  # real-world evaluations along each real-trained run (the curves)
+    eval_episodes: int = 10
+    out: str = "runs/bench"
+    run: bool = True  # False: only summarise what has finished
+    device: str = "cpu"
+    num_threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        bad = [a for a in self.arms if a not in ARMS]
+        if bad:
+            raise ValueError(f"unknown arms {bad}; choose from {ARMS}")
+        if not self.seeds:
+            raise ValueError("seeds must name at least one seed")
+
+
+def budget_name(frames: int) -> str:
+    return f"{frames // 1000}k" if frames % 1000 == 0 else str(frames)
+
+
+def run_dir(cfg: BenchConfig, arm: str, seed: int) -> Path:
+    frames = cfg.large_frames if arm == "real_large" else cfg.real_frames
+    name = "real" if arm == "real_large" else arm
+    return Path(cfg.out) / cfg.world["name"] / f"{name}_{budget_name(frames)}" / f"seed{seed}"
+
+
+def _finished(arm: str, path: Path, cfg: BenchConfig) -> bool:
+    if arm == "dream":
+        loop = path / "loop.json"
+        return loop.exists() and len(json.loads(loop.read_text())["history"]) >= cfg.iterations
+    return (path / "result.json").exists()
+
+
+def run_one(cfg: BenchConfig, arm: str, seed: int) -> None:
+    """Run (or resume) one arm for one seed; returns at once if it has finished."""
+    from agents.loop import LOOP_FILE, LoopConfig, run_loop
+    from agents.train import LAST_FILE, AgentConfig, train_agent
+
+    path = run_dir(cfg, arm, seed)
+    if _finished(arm, path, cfg):
+        return
+    t0 = time.perf_counter()
+    common = {
+        "world": cfg.world,
+        "agent": cfg.agent,
+        "num_envs": cfg.num_envs,
+        "frame_stack": cfg.frame_stack,
+        "agent_kwargs": cfg.agent_kwargs,
+        "eval_episodes": cfg.eval_episodes,
+        "out": str(path),
+        "seed": seed,
+        "device": cfg.device,
+        "num_threads": cfg.num_threads,
+        "progress": cfg.progress,
+    }
+    if arm == "dream":
+        run_loop(
+            LoopConfig(
+                **common,
+                real_frames=cfg.real_frames,
+                iterations=cfg.iterations,
+                model_steps=cfg.model_steps,
+                model=cfg.model,
+                agent_steps=cfg.agent_steps,
+                max_episode_steps=cfg.max_episode_steps,
+                resume=(path / LOOP_FILE).exists(),
+            )
+        )
+    else:
+        frames = cfg.large_frames if arm == "real_large" else cfg.real_frames
+        train_agent(
+            AgentConfig(
+                **common,
+                env="real",
+                timesteps=frames,
+                eval_every=max(frames // cfg.eval_points, 1),
+                ckpt_every=max(frames // cfg.eval_points, 1),
+                resume=(path / LAST_FILE).exists(),
+            )
+        )
+    wall = path / "wall.json"  # wall time of each call (a resumed run has several)
+    calls = json.loads(wall.read_text()) if wall.exists() else []
+    atomic_write_text(wall, json.dumps([*calls, round(time.perf_counter() - t0, 1)]))
+
+
+def _curve(arm: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(real frames spent, real mean return) along one run."""
+    if arm == "dream":
+        hist = json.loads((path / "loop.json").read_text())["history"]
+        return np.array([h["real_frames"] for h in hist]), np.array([h["real_mean_return"] for h in hist])
+    ev = path / "eval" / "evaluations.npz"
+    if not ev.exists():
+        return np.zeros(0), np.zeros(0)
+    data = np.load(ev)
+    return data["timesteps"], data["results"].mean(axis=1)
+
+
+def summarise(cfg: BenchConfig) -> dict[str, Any]:
+    """Collect every finished run into ``benchmark.json``, ``table.md`` and ``curves.png``."""
+    root = Path(cfg.out) / cfg.world["name"]
+    arms: dict[str, Any] = {}
+    for arm in cfg.arms:
+        runs = []
+        for seed in cfg.seeds:
+            path = run_dir(cfg, arm, seed)
+            if not _finished(arm, path, cfg):
+                continue
+            if arm == "dream":
+                last = json.loads((path / "loop.json").read_text())["history"][-1]
+                ret, frames = last["real_mean_return"], last["real_frames"]
+                extra = {k: last[k] for k in last if k.startswith(("dream_", "real_reward", "real_mean_len"))}
+            else:
+                res = json.loads((path / "result.json").read_text())
+                ret, frames, extra = res["mean_return"], res["timesteps"], {}
+            wall = path / "wall.json"
+            steps, curve = _curve(arm, path)
+            runs.append(
+                {
+                    "seed": seed,
+                    "real_return": ret,
+                    "real_frames": int(frames),
+                    "wall_s": sum(json.loads(wall.read_text())) if wall.exists() else None,
+                    "curve": {"real_frames": steps.tolist(), "real_return": curve.tolist()},
+                    **extra,
+                }
+            )
+        if runs:
+            r = np.array([x["real_return"] for x in runs])
+            arms[arm] = {"mean": float(r.mean()), "std": float(r.std()), "runs": runs}
+    summary = {"world": cfg.world.get("id"), "config": asdict(cfg), "arms": arms}
+    if "dream" in arms and "real_large" in arms and arms["real_large"]["mean"] > 0:
+        summary["dream_vs_ceiling"] = arms["dream"]["mean"] / arms["real_large"]["mean"]
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "benchmark.json", json.dumps(summary, indent=2))
+    atomic_write_text(root / "table.md", table(summary))
+    if arms:
+        plot_curves(root / "curves.png", summary)
+    return summary
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The benchmark as a markdown table."""
+    names = {"dream": "dream-trained (loop)", "real": "real-trained", "real_large": "real-trained, large"}
+    lines = [
+        f"{summary['world']}: real-world return, mean +- std over seeds",
+        "",
+        "| arm | real frames | seeds | return | per seed | wall time per seed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm, a in summary["arms"].items():
+        frames = sorted({r["real_frames"] for r in a["runs"]})
+        walls = [r["wall_s"] for r in a["runs"] if r["wall_s"]]
+        wall = f"{np.mean(walls) / 60:.0f} min" if walls else "n/a"
+        per_seed = ", ".join(f"{r['real_return']:.1f}" for r in a["runs"])
+        lines.append(
+            f"| {names[arm]} | {'/'.join(map(str, frames))} | {len(a['runs'])} | "
+            f"{a['mean']:.2f} +- {a['std']:.2f} | {per_seed} | {wall} |"
+        )
+    if "dream_vs_ceiling" in summary:
+        lines += ["", f"dream-trained / large-budget real: {100 * summary['dream_vs_ceiling']:.0f} %"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(path: Path, summary: dict[str, Any]) -> Path:
+    """Left: real return vs real frames per arm (mean over seeds). Right: reward per step, dream vs real."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.4), dpi=110)
+    for arm, a in summary["arms"].items():
+        curves = [r["curve"] for r in a["runs"] if r["curve"]["real_frames"]]
+        if not curves:
+            continue
+        n = min(len(c["real_frames"]) for c in curves)
+        x = np.array(curves[0]["real_frames"][:n])
+        y = np.array([c["real_return"][:n] for c in curves])
+        ax.plot(x, y.mean(0), marker="o", label=f"{arm} ({len(curves)} seeds)")
+        ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("real frames spent")
+    ax.set_ylabel("real-world return")
+    ax.legend(fontsize=8)
+    for r in summary["arms"].get("dream", {}).get("runs", []):
+        if "dream_reward_per_step" in r:
+            bx.bar(f"s{r['seed']} dream", r["dream_reward_per_step"], color="tab:orange")
+            bx.bar(f"s{r['seed']} real", r["real_reward_per_step"], color="tab:blue")
+    bx.set_ylabel("reward per step (same policy)")
+    bx.set_title("dream vs real, last iteration", fontsize=9)
+    bx.tick_params(axis="x", labelsize=7)
+    fig.suptitle(summary["world"], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def run_benchmark(cfg: BenchConfig | dict[str, Any]) -> dict[str, Any]:
+    """Run every missing arm x seed (resuming unfinished ones), then summarise."""
+    if isinstance(cfg, dict):
+        cfg = BenchConfig(**cfg)
+    if cfg.run:
+        for arm in cfg.arms:
+            for seed in cfg.seeds:
+                run_one(cfg, arm, seed)
+    summary = summarise(cfg)
+    print(table(summary))
+    return summary
