@@ -36,7 +36,7 @@ class BenchConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     arms: list[str] = field(default_factory=lambda: list(ARMS))
     real_frames: int = 20_000
-    large_frames: int = 200_000
+    large_frames: int = 100_000
     iterations: int = 4
     model_steps: int = 400
     model: dict[str, Any] = field(default_factory=dict)

@@ -172,6 +172,7 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             "dynamics": {"size": "S", "context": 6},
             "window": 6,
             "terminal_fraction": 0.1,  # as configs/train.yaml: a termination head that fires
+            "reward_fraction": 0.1,  # sparse rewards: without it a short run predicts their mean everywhere
             "diffusion": {"termination_pos_weight": 1.0},
             "bank_size": cfg.bank_size,
             **cfg.model,

@@ -211,3 +211,15 @@ def test_terminal_oversampling_draws_windows_that_end_in_a_termination(store):
     plain = batch_for_step(ds, 8, seed=0, step=3)
     again = batch_for_step(ds, 8, seed=0, step=3, terminal=terminal, terminal_fraction=0.0)
     assert (plain["frames"] == again["frames"]).all()  # off means the very same data as before
+
+
+def test_reward_oversampling_draws_windows_that_end_in_a_reward(store):
+    from simworld.data.windows import WindowDataset
+    from simworld.train.common import batch_for_step, reward_windows
+
+    ds = WindowDataset(store, 4)
+    rewarded = reward_windows(ds)
+    every = [i for i in range(len(ds)) if ds[i]["rewards"][-1] != 0]
+    assert rewarded.tolist() == every and len(every) > 0, "the fixture store should hold paddle hits"
+    batch = batch_for_step(ds, 8, seed=0, step=3, rewarded=rewarded, reward_fraction=1.0)
+    assert (batch["rewards"][:, -1] != 0).all()

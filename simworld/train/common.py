@@ -39,6 +39,17 @@ def terminal_windows(ds: WindowDataset) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
+def reward_windows(ds: WindowDataset) -> np.ndarray:
+    """Indices of the windows of ``ds`` whose last transition pays a nonzero reward."""
+    out = []
+    for eid in np.unique(ds.episodes):
+        paid = np.flatnonzero(ds.store.read_array(int(eid), "rewards") != 0)  # transition t: frame t -> t+1
+        mine = np.flatnonzero(ds.episodes == eid)
+        last = ds.starts[mine] + ds.length - 2
+        out.extend(mine[np.isin(last, paid)].tolist())
+    return np.asarray(out, dtype=np.int64)
+
+
 def batch_for_step(
     ds: WindowDataset,
     batch_size: int,
@@ -47,18 +58,24 @@ def batch_for_step(
     rank: int = 0,
     terminal: np.ndarray | None = None,
     terminal_fraction: float = 0.0,
+    rewarded: np.ndarray | None = None,
+    reward_fraction: float = 0.0,
 ) -> dict:
     """The batch of a given step, a pure function of (seed, step, rank): resuming replays the same data.
 
     ``terminal_fraction`` of the windows (rounded stochastically) are drawn from ``terminal``
     (see :func:`terminal_windows`): terminations are rare, and a head that sees a handful learns
-    to never fire.
+    to never fire. ``reward_fraction`` does the same for ``rewarded`` (:func:`reward_windows`):
+    sparse rewards (a bounce in 50 steps) leave a regression head predicting their mean everywhere.
     """
     rng = np.random.default_rng([seed, step, rank])
     idx = rng.integers(0, len(ds), size=batch_size)
     if terminal is not None and len(terminal) and terminal_fraction > 0:
         k = int(rng.binomial(batch_size, terminal_fraction))
         idx[:k] = terminal[rng.integers(0, len(terminal), size=k)]
+    if rewarded is not None and len(rewarded) and reward_fraction > 0:
+        k2 = int(rng.binomial(batch_size, reward_fraction))
+        idx[batch_size - k2 :] = rewarded[rng.integers(0, len(rewarded), size=k2)]
     return {
         k: torch.as_tensor(np.asarray(v)) if not isinstance(v, dict) else v
         for k, v in collate_windows([ds[int(i)] for i in idx]).items()

@@ -22,6 +22,7 @@ from simworld.train.common import (
     distributed,
     ema_update,
     resolve_device,
+    reward_windows,
     terminal_windows,
     warmup_cosine,
 )
@@ -53,6 +54,7 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 200
     terminal_fraction: float = 0.0  # share of windows drawn from those ending in a termination
+    reward_fraction: float = 0.0  # share of windows drawn from those ending in a nonzero reward
     bank_size: int = 256  # start-frame bank: real context windows shipped with the model
     bank_frames: int = 3
     seed: int = 0
@@ -143,6 +145,7 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
     else:
         model.cfg.latent_shift, model.cfg.latent_scale = latent_stats(model, ds, cfg.seed)
     terminal = terminal_windows(ds) if cfg.terminal_fraction > 0 else None
+    rewarded = reward_windows(ds) if cfg.reward_fraction > 0 else None
     ema = copy.deepcopy(model).requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
@@ -186,6 +189,8 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
                 rank,
                 terminal,
                 cfg.terminal_fraction,
+                rewarded,
+                cfg.reward_fraction,
             )
             with autocast(device, cfg.precision):
                 loss, logs = net(batch)
