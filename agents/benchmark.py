@@ -74,9 +74,13 @@ def run_dir(cfg: BenchConfig, arm: str, seed: int) -> Path:
 
 def _finished(arm: str, path: Path, cfg: BenchConfig) -> bool:
     if arm == "dream":
-        loop = path / "loop.json"
-        return loop.exists() and len(json.loads(loop.read_text())["history"]) >= cfg.iterations
+        return _iterations_done(path) >= cfg.iterations
     return (path / "result.json").exists()
+
+
+def _iterations_done(path: Path) -> int:
+    loop = path / "loop.json"
+    return len(json.loads(loop.read_text())["history"]) if loop.exists() else 0
 
 
 def run_one(cfg: BenchConfig, arm: str, seed: int) -> None:
@@ -151,7 +155,8 @@ def summarise(cfg: BenchConfig) -> dict[str, Any]:
         runs = []
         for seed in cfg.seeds:
             path = run_dir(cfg, arm, seed)
-            if not _finished(arm, path, cfg):
+            # an unfinished loop counts with its last finished iteration (its real frames say so)
+            if not (_finished(arm, path, cfg) or (arm == "dream" and _iterations_done(path))):
                 continue
             if arm == "dream":
                 last = json.loads((path / "loop.json").read_text())["history"][-1]
@@ -165,6 +170,7 @@ def summarise(cfg: BenchConfig) -> dict[str, Any]:
             runs.append(
                 {
                     "seed": seed,
+                    "finished": _finished(arm, path, cfg),
                     "real_return": ret,
                     "real_frames": int(frames),
                     "wall_s": sum(json.loads(wall.read_text())) if wall.exists() else None,
@@ -199,11 +205,13 @@ def table(summary: dict[str, Any]) -> str:
         frames = sorted({r["real_frames"] for r in a["runs"]})
         walls = [r["wall_s"] for r in a["runs"] if r["wall_s"]]
         wall = f"{np.mean(walls) / 60:.0f} min" if walls else "n/a"
-        per_seed = ", ".join(f"{r['real_return']:.1f}" for r in a["runs"])
+        per_seed = ", ".join(f"{r['real_return']:.1f}" + ("" if r["finished"] else "*") for r in a["runs"])
         lines.append(
             f"| {names[arm]} | {'/'.join(map(str, frames))} | {len(a['runs'])} | "
             f"{a['mean']:.2f} +- {a['std']:.2f} | {per_seed} | {wall} |"
         )
+    if any(not r["finished"] for a in summary["arms"].values() for r in a["runs"]):
+        lines += ["", "\\* unfinished: the last finished iteration of the loop (see its real frames)"]
     if "dream_vs_ceiling" in summary:
         lines += ["", f"dream-trained / large-budget real: {100 * summary['dream_vs_ceiling']:.0f} %"]
     return "\n".join(lines) + "\n"
