@@ -182,7 +182,8 @@ def summarise(cfg: BenchConfig) -> dict[str, Any]:
             r = np.array([x["real_return"] for x in runs])
             arms[arm] = {"mean": float(r.mean()), "std": float(r.std()), "runs": runs}
     summary = {"world": cfg.world.get("id"), "config": asdict(cfg), "arms": arms}
-    if "dream" in arms and "real_large" in arms and arms["real_large"]["mean"] > 0:
+    done = all(r["finished"] for a in arms.values() for r in a["runs"])
+    if done and "dream" in arms and "real_large" in arms and arms["real_large"]["mean"] > 0:
         summary["dream_vs_ceiling"] = arms["dream"]["mean"] / arms["real_large"]["mean"]
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "benchmark.json", json.dumps(summary, indent=2))

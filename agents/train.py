@@ -311,20 +311,27 @@ def evaluate_agent(
     deterministic: bool = True,
     video: str | None = None,
 ) -> dict[str, Any]:
-    """Real-world returns of a policy: mean, std and each episode's; optionally an mp4 of episode 1."""
+    """Real-world returns of a policy (an SB3 zip or model, or ``"random"``): mean, std and each
+    episode's; optionally an mp4 of episode 1."""
     meta: dict[str, Any] = {}
-    if not isinstance(policy, BaseAlgorithm):
+    if policy == "random":  # the floor every trained policy is compared with
+        policy = None
+    elif not isinstance(policy, BaseAlgorithm):
         policy, meta = load_policy(policy)
     world = world or meta.get("world") or asdict(WorldConfig())
     frame_stack = frame_stack or meta.get("frame_stack", 4)
     venv = real_venv(world, 1, seed, frame_stack)
+    venv.action_space.seed(seed)
     returns, lengths, frames = [], [], []
     obs = venv.reset()
     ret, length = 0.0, 0
     while len(returns) < episodes:
         if video and not returns:
             frames.append(newest_frame(obs))
-        action, _ = policy.predict(obs, deterministic=deterministic)
+        if policy is None:
+            action = np.array([venv.action_space.sample()])
+        else:
+            action, _ = policy.predict(obs, deterministic=deterministic)
         obs, reward, done, _ = venv.step(action)
         ret += float(reward[0])
         length += 1

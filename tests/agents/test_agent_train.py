@@ -72,6 +72,12 @@ def test_train_in_the_dream_evaluate_in_the_world_and_resume(checkpoint, tmp_pat
     assert traj.actions.shape == (4,) and set(traj.actions.tolist()) <= {0, 1, 2}
 
 
+def test_random_policy_floor(tmp_path):
+    scores = evaluate_agent("random", WORLD, episodes=3, seed=1)
+    assert len(scores["returns"]) == 3 and 1 <= scores["mean_length"] <= 12
+    assert scores == evaluate_agent("random", WORLD, episodes=3, seed=1)  # seeded
+
+
 def test_real_world_baseline_trains_on_the_world_itself(tmp_path):
     result = train_agent(agent_cfg(tmp_path, env="real", eval_every=0))
     assert result["env"] == "real" and result["timesteps"] == 32
