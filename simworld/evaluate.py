@@ -117,17 +117,20 @@ def termination_on_real_frames(
     it is shown), not by the head."""
     from simworld.probes.validate import auc
 
-    probs, truth = [], []
+    probs, truth, rew_pred, rew_true = [], [], [], []
     for eid in ids:
         ep = store.load(eid)
         n = min(last, len(ep.frames))
         if n < 2:
             continue
-        _, p = model.heads_on_frames(ep.frames[None, -n:], ep.actions[None, -(n - 1) :], seed=seed)
+        r, p = model.heads_on_frames(ep.frames[None, -n:], ep.actions[None, -(n - 1) :], seed=seed)
         probs.append(p[0])
         truth.append(ep.terminated[-(n - 1) :])
+        rew_pred.append(r[0])
+        rew_true.append(ep.rewards[-(n - 1) :])
     if not probs:
         return {}
+    rewards = reward_head_scores(np.concatenate(rew_pred), np.concatenate(rew_true), model.cfg.reward_values)
     p, y = np.concatenate(probs), np.concatenate(truth).astype(bool)
     fired = p > 0.5
     tp = int((fired & y).sum())
@@ -148,7 +151,27 @@ def termination_on_real_frames(
         "termination_real_recall": tp / int(y.sum()) if y.any() else None,
         "termination_real_mean_prob_terminal": float(p[y].mean()) if y.any() else None,
         "termination_real_mean_prob_other": float(p[~y].mean()),
+        **rewards,
     }
+
+
+def reward_head_scores(pred: np.ndarray, true: np.ndarray, values: list[float] | None) -> dict[str, Any]:
+    """The reward head on real transitions: its mean output where the world paid and where it did
+    not, and (snapped to ``values`` as the dream does) how often it pays what the world paid."""
+    paid = true != 0
+    out: dict[str, Any] = {
+        "reward_real_mean_paid": float(pred[paid].mean()) if paid.any() else None,
+        "reward_real_mean_unpaid": float(pred[~paid].mean()) if (~paid).any() else None,
+        "reward_real_paid_transitions": int(paid.sum()),
+    }
+    if values:
+        v = np.asarray(values, np.float32)
+        snapped = v[np.abs(pred[:, None] - v[None]).argmin(axis=1)]
+        out["reward_real_snapped_hit_rate"] = (
+            float((snapped[paid] == true[paid]).mean()) if paid.any() else None
+        )
+        out["reward_real_snapped_false_pay"] = float((snapped[~paid] != 0).mean()) if (~paid).any() else None
+    return out
 
 
 def print_table(result: dict[str, Any], horizons: list[int]) -> None:
@@ -184,6 +207,13 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
             f"mean p {fmt(result['termination_real_mean_prob_terminal'])} (terminal) vs "
             f"{fmt(result['termination_real_mean_prob_other'])} (other); best F1 {fmt(result['termination_real_best_f1'])} "
             f"at threshold {result['termination_real_best_threshold']}"
+        )
+    if result.get("reward_real_paid_transitions"):
+        print(
+            f"reward head on real frames: mean {fmt(result['reward_real_mean_paid'])} where the world paid "
+            f"({result['reward_real_paid_transitions']} transitions) vs {fmt(result['reward_real_mean_unpaid'])} "
+            f"elsewhere; snapped: pays the true reward {fmt(result.get('reward_real_snapped_hit_rate'))}, "
+            f"pays where the world did not {fmt(result.get('reward_real_snapped_false_pay'))}"
         )
 
 

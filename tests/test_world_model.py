@@ -145,6 +145,19 @@ def test_evaluate_reports_every_horizon(store):
     # the termination head read on the real frames too, apart from what the rollout shows it
     assert 0 <= result["termination_real_mean_prob_other"] <= 1
     assert "termination_real_auroc" in result and "termination_real_best_threshold" in result
+    assert "reward_real_mean_unpaid" in result
+
+
+def test_reward_head_scores_snap_like_the_dream():
+    from simworld.evaluate import reward_head_scores
+
+    pred = np.array([0.9, 0.4, 0.05, 0.6, -0.1], np.float32)
+    true = np.array([1.0, 1.0, 0.0, 0.0, 0.0], np.float32)
+    out = reward_head_scores(pred, true, [0.0, 1.0])
+    assert out["reward_real_paid_transitions"] == 2
+    assert out["reward_real_snapped_hit_rate"] == 0.5 and out["reward_real_snapped_false_pay"] == 1 / 3
+    np.testing.assert_allclose(out["reward_real_mean_paid"], 0.65, rtol=1e-6)
+    assert "reward_real_snapped_hit_rate" not in reward_head_scores(pred, true, None)
 
 
 def test_warm_start_sampling_starts_from_the_previous_frame(store):
