@@ -11,6 +11,14 @@ from tests.test_cli import simworld
 
 WORLD = {"name": "balls", "id": "simworld/Balls-v0", "max_episode_steps": 12, "kwargs": {}}
 PPO_TINY = {"n_steps": 16, "batch_size": 16, "n_epochs": 1}
+TINY_LOOP = dict(  # a world-model loop that runs in seconds
+    model_steps=2,
+    model={"dynamics": {"size": "tiny", "context": 4}, "window": 4, "batch_size": 2, "bank_size": 4},
+    agent_steps=32,
+    num_envs=2,
+    max_episode_steps=10,
+    agent_kwargs=PPO_TINY,
+)
 
 
 def agent_cfg(tmp_path, **kw):
@@ -99,12 +107,7 @@ def test_world_model_loop_end_to_end_and_resume(tmp_path):
         world=WORLD,
         real_frames=60,
         iterations=2,
-        model_steps=2,
-        model={"dynamics": {"size": "tiny", "context": 4}, "window": 4, "batch_size": 2, "bank_size": 4},
-        agent_steps=32,
-        num_envs=2,
-        max_episode_steps=10,
-        agent_kwargs=PPO_TINY,
+        **TINY_LOOP,
         eval_episodes=1,
         out=str(tmp_path / "loop"),
         progress=False,
@@ -133,12 +136,7 @@ def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):
         real_frames=40,
         large_frames=64,
         iterations=1,
-        model_steps=2,
-        model={"dynamics": {"size": "tiny", "context": 4}, "window": 4, "batch_size": 2, "bank_size": 4},
-        agent_steps=32,
-        num_envs=2,
-        max_episode_steps=10,
-        agent_kwargs=PPO_TINY,
+        **TINY_LOOP,
         eval_points=2,
         eval_episodes=1,
         out=str(tmp_path / "bench"),
