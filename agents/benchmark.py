@@ -66,21 +66,26 @@ def budget_name(frames: int) -> str:
     return f"{frames // 1000}k" if frames % 1000 == 0 else str(frames)
 
 
+def budget(cfg: BenchConfig, arm: str) -> int:
+    """Real frames an arm may spend."""
+    return cfg.large_frames if arm == "real_large" else cfg.real_frames
+
+
 def run_dir(cfg: BenchConfig, arm: str, seed: int) -> Path:
-    frames = cfg.large_frames if arm == "real_large" else cfg.real_frames
     name = "real" if arm == "real_large" else arm
-    return Path(cfg.out) / cfg.world["name"] / f"{name}_{budget_name(frames)}" / f"seed{seed}"
+    return Path(cfg.out) / cfg.world["name"] / f"{name}_{budget_name(budget(cfg, arm))}" / f"seed{seed}"
 
 
 def _finished(arm: str, path: Path, cfg: BenchConfig) -> bool:
     if arm == "dream":
-        return _iterations_done(path) >= cfg.iterations
+        return len(_history(path)) >= cfg.iterations
     return (path / "result.json").exists()
 
 
-def _iterations_done(path: Path) -> int:
+def _history(path: Path) -> list[dict[str, Any]]:
+    """The finished iterations of a loop run (none yet: empty)."""
     loop = path / "loop.json"
-    return len(json.loads(loop.read_text())["history"]) if loop.exists() else 0
+    return json.loads(loop.read_text())["history"] if loop.exists() else []
 
 
 def run_one(cfg: BenchConfig, arm: str, seed: int) -> None:
@@ -119,7 +124,7 @@ def run_one(cfg: BenchConfig, arm: str, seed: int) -> None:
             )
         )
     else:
-        frames = cfg.large_frames if arm == "real_large" else cfg.real_frames
+        frames = budget(cfg, arm)
         train_agent(
             AgentConfig(
                 **common,
@@ -135,11 +140,8 @@ def run_one(cfg: BenchConfig, arm: str, seed: int) -> None:
     atomic_write_text(wall, json.dumps([*calls, round(time.perf_counter() - t0, 1)]))
 
 
-def _curve(arm: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(real frames spent, real mean return) along one run."""
-    if arm == "dream":
-        hist = json.loads((path / "loop.json").read_text())["history"]
-        return np.array([h["real_frames"] for h in hist]), np.array([h["real_mean_return"] for h in hist])
+def _eval_curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(real frames spent, real mean return) along a real-trained run (its EvalCallback)."""
     ev = path / "eval" / "evaluations.npz"
     if not ev.exists():
         return np.zeros(0), np.zeros(0)
@@ -155,22 +157,27 @@ def summarise(cfg: BenchConfig) -> dict[str, Any]:
         runs = []
         for seed in cfg.seeds:
             path = run_dir(cfg, arm, seed)
-            # an unfinished loop counts with its last finished iteration (its real frames say so)
-            if not (_finished(arm, path, cfg) or (arm == "dream" and _iterations_done(path))):
-                continue
             if arm == "dream":
-                last = json.loads((path / "loop.json").read_text())["history"][-1]
+                # an unfinished loop counts with its last finished iteration (its real frames say so)
+                hist = _history(path)
+                if not hist:
+                    continue
+                last, finished = hist[-1], len(hist) >= cfg.iterations
                 ret, frames = last["real_mean_return"], last["real_frames"]
                 extra = {k: last[k] for k in last if k.startswith(("dream_", "real_reward", "real_mean_len"))}
+                steps = np.array([h["real_frames"] for h in hist])
+                curve = np.array([h["real_mean_return"] for h in hist])
             else:
+                if not (path / "result.json").exists():
+                    continue
                 res = json.loads((path / "result.json").read_text())
-                ret, frames, extra = res["mean_return"], res["timesteps"], {}
+                ret, frames, extra, finished = res["mean_return"], res["timesteps"], {}, True
+                steps, curve = _eval_curve(path)
             wall = path / "wall.json"
-            steps, curve = _curve(arm, path)
             runs.append(
                 {
                     "seed": seed,
-                    "finished": _finished(arm, path, cfg),
+                    "finished": finished,
                     "real_return": ret,
                     "real_frames": int(frames),
                     "wall_s": sum(json.loads(wall.read_text())) if wall.exists() else None,
