@@ -83,6 +83,8 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
         "sampler": model.diffusion.sampler,
         "denoising_steps": model.diffusion.steps,
         "warm_start_sigma": model.diffusion.warm_start_sigma,
+        # what reads rewards and terminations: the separate reward model or the transformer's heads
+        "heads": "reward model" if model.reward_model is not None else "transformer heads",
     }
     for h in cfg.horizons:
         m = valid[:, h - 1]
@@ -202,7 +204,7 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
     )
     if "termination_real_auroc" in result:
         print(
-            f"termination head on real frames: AUROC {fmt(result['termination_real_auroc'])}, "
+            f"termination ({result.get('heads', 'transformer heads')}) on real frames: AUROC {fmt(result['termination_real_auroc'])}, "
             f"precision {fmt(result['termination_real_precision'])}, recall {fmt(result['termination_real_recall'])}, "
             f"mean p {fmt(result['termination_real_mean_prob_terminal'])} (terminal) vs "
             f"{fmt(result['termination_real_mean_prob_other'])} (other); best F1 {fmt(result['termination_real_best_f1'])} "
@@ -210,7 +212,7 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
         )
     if result.get("reward_real_paid_transitions"):
         print(
-            f"reward head on real frames: mean {fmt(result['reward_real_mean_paid'])} where the world paid "
+            f"reward ({result.get('heads', 'transformer heads')}) on real frames: mean {fmt(result['reward_real_mean_paid'])} where the world paid "
             f"({result['reward_real_paid_transitions']} transitions) vs {fmt(result['reward_real_mean_unpaid'])} "
             f"elsewhere; snapped: pays the true reward {fmt(result.get('reward_real_snapped_hit_rate'))}, "
             f"pays where the world did not {fmt(result.get('reward_real_snapped_false_pay'))}"

@@ -42,6 +42,7 @@ from simworld.diffusion.edm import (
 from simworld.diffusion.sampler import sample
 from simworld.models.dit import DiT, DynamicsConfig
 from simworld.models.kv_cache import KVCache
+from simworld.models.reward_model import RewardModel, RewardModelConfig
 from simworld.models.tokenizer import IdentityTokenizer, IdentityTokenizerConfig, frames_to_tensor
 
 FORMAT_VERSION = 1
@@ -65,6 +66,9 @@ class WorldModelConfig:
     # the distinct rewards of the training data when there are few (None: continuous rewards); the
     # dream snaps the reward head's regression onto them, so a small bias cannot add up over steps
     reward_values: list[float] | None = None
+    # a separate reward/termination CNN on clean latents (RewardModelConfig fields; None: the
+    # transformer's own heads). Rollouts and heads_on_frames read it instead of those heads.
+    reward_model: dict | None = None
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +95,7 @@ class RolloutState:
     cache: KVCache
     generator: torch.Generator | None
     steps: torch.Tensor  # (b,) steps imagined since each element's reset
+    last: torch.Tensor | None = None  # (b, c, h, w) the newest clean latent (read by the reward model)
 
 
 class WorldModel(nn.Module):
@@ -104,6 +109,16 @@ class WorldModel(nn.Module):
         self.dynamics = DiT(DynamicsConfig(**dyn))
         self.diffusion = DiffusionConfig(**cfg.diffusion)
         self.tokenizer.requires_grad_(False)  # trained on its own; frozen while the dynamics learn
+        self.reward_model = None
+        if cfg.reward_model is not None:
+            self.reward_model = RewardModel(
+                RewardModelConfig(
+                    latent_channels=self.latent_channels,
+                    action_space=cfg.action_space,
+                    reward_values=cfg.reward_values,
+                    **cfg.reward_model,
+                )
+            )
 
     @property
     def device(self) -> torch.device:
@@ -156,7 +171,19 @@ class WorldModel(nn.Module):
         loss = (
             denoise_loss + self.diffusion.reward_weight * r_loss + self.diffusion.termination_weight * t_loss
         )
+        logs = {}
+        if self.reward_model is not None:  # every transition of the window, on clean latents
+            rm_r, rm_t = self.reward_model.loss(
+                clean[:, :-1].flatten(0, 1),
+                clean[:, 1:].flatten(0, 1),
+                batch["actions"].to(self.device).flatten(0, 1),
+                batch["rewards"].to(self.device).flatten(0, 1),
+                batch["terminated"].to(self.device).flatten(0, 1),
+            )
+            loss = loss + rm_r + rm_t
+            logs = {"train/reward_model_reward": rm_r.item(), "train/reward_model_termination": rm_t.item()}
         logs = {
+            **logs,
             "train/loss": loss.item(),
             "train/denoise": denoise_loss.item(),
             "train/denoise_last": denoise[:, -1].mean().item(),
@@ -257,9 +284,13 @@ class WorldModel(nn.Module):
         prev, valid = self.previous_actions(actions, latents.shape[1])
         for i in range(latents.shape[1]):
             self._write(latents[:, i : i + 1], prev[:, i : i + 1], valid[:, i : i + 1], target)
+        target.last = latents[:, -1]
         if target is not state:
             state.cache.assign(idx, target.cache)
             state.steps[idx.cpu()] = 0
+            if state.last is None:
+                state.last = torch.zeros((state.cache.batch, *latents.shape[2:]), device=latents.device)
+            state.last[idx] = target.last
         return state
 
     @torch.no_grad()
@@ -307,13 +338,18 @@ class WorldModel(nn.Module):
             init=init,
         )
         reward, term = self._write(latent, a, valid, state, use_cache=use_cache)
+        reward, prob = reward.float(), torch.sigmoid(term.float())
+        if self.reward_model is not None:
+            prev = state.last if state.last is not None else latent[:, 0]
+            reward, prob = self.reward_model.predict(prev, latent[:, 0], a[:, 0])
+        state.last = latent[:, 0]
         state.steps += 1
         frames = None
         if decode:
             from simworld.models.tokenizer import tensor_to_frames
 
             frames = tensor_to_frames(self.decode(latent)[:, 0])
-        return frames, latent[:, 0], reward.float().cpu().numpy(), torch.sigmoid(term.float()).cpu().numpy()
+        return frames, latent[:, 0], reward.cpu().numpy(), prob.cpu().numpy()
 
     @torch.no_grad()
     def heads_on_frames(
@@ -328,6 +364,12 @@ class WorldModel(nn.Module):
         x = frames_to_tensor(torch.as_tensor(np.asarray(frames)), self.device)
         clean = self.encode(x)  # (b, t, c, h, w)
         b, t = clean.shape[:2]
+        if self.reward_model is not None:
+            a = torch.as_tensor(np.asarray(actions)).to(self.device)
+            reward, prob = self.reward_model.predict(
+                clean[:, :-1].flatten(0, 1), clean[:, 1:].flatten(0, 1), a.flatten(0, 1)
+            )
+            return reward.view(b, t - 1).cpu().numpy(), prob.view(b, t - 1).cpu().numpy()
         gen = torch.Generator(device=self.device).manual_seed(seed)
         sigma = torch.full((b, t), self.diffusion.context_sigma, device=self.device)
         noisy = clean + sigma[..., None, None, None] * torch.randn(

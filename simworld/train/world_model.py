@@ -38,6 +38,9 @@ class TrainConfig:
     tokenizer_path: str | None = None  # a trained tokenizer directory (overrides `tokenizer`)
     dynamics: dict = field(default_factory=lambda: {"size": "S", "context": 8})
     diffusion: dict = field(default_factory=dict)
+    # a separate reward/termination CNN (RewardModelConfig fields; {}: its defaults) that rollouts
+    # read; None: the transformer's own heads (see simworld/models/reward_model.py for why)
+    reward_model: dict | None = field(default_factory=dict)
     window: int = 8  # frames per training window
     batch_size: int = 16
     accumulate: int = 1  # gradient accumulation steps per optimizer step
@@ -96,6 +99,7 @@ def _model_config(cfg: TrainConfig, store: EpisodeStore) -> WorldModelConfig:
         dynamics=dict(cfg.dynamics),
         diffusion=dict(cfg.diffusion),
         reward_values=reward_values(store),
+        reward_model=None if cfg.reward_model is None else dict(cfg.reward_model),
     )
 
 
