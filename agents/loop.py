@@ -68,7 +68,7 @@ class LoopConfig:
     num_envs: int = 8
     frame_stack: int = 4
     max_episode_steps: int = 15
-    termination_threshold: float = 0.5
+    termination_threshold: float | None = None
     bank_size: int = 1024
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_episodes: int = 5

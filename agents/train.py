@@ -54,7 +54,7 @@ class AgentConfig:
         max_episode_steps: Dream episodes are truncated here (real ones at the world's limit).
         termination_threshold: Termination probability that ends a dream episode; a head trained on
             rare terminations fires rarely, so calibrate it (``simworld eval-model`` reports the best F1
-            threshold on real frames).
+            threshold on real frames). None: each dream step terminates with the predicted probability.
         eval_every: Agent steps between real-world evaluations (0: none).
         eval_episodes: Real episodes per evaluation.
         ckpt_every: Agent steps between checkpoints.
@@ -71,7 +71,7 @@ class AgentConfig:
     num_envs: int = 8
     frame_stack: int = 4
     max_episode_steps: int = 1000
-    termination_threshold: float = 0.5
+    termination_threshold: float | None = 0.5
     eval_every: int = 10_000
     eval_episodes: int = 5
     ckpt_every: int = 10_000

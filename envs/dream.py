@@ -32,9 +32,11 @@ class DreamVectorEnv(VectorEnv):
 
     The observation is the generated frame, ``uint8 (H, W, 3)`` (``obs_mode="rgb"``), or its latent,
     ``float32 (C, h, w)`` (``obs_mode="latent"``, no pixel decoding). The action space is the one the
-    model was trained with. Rewards and terminations come from the model's heads: an episode
-    terminates when the predicted termination probability exceeds ``termination_threshold`` and is
-    truncated after ``max_episode_steps`` imagined steps.
+    model was trained with. Rewards and terminations come from the model's reward model (or its
+    transformer heads): an episode terminates when the predicted termination probability exceeds
+    ``termination_threshold`` (or, with ``termination_threshold=None``, with that probability, drawn
+    from the sub-environment's seeded generator as DIAMOND does) and is truncated after
+    ``max_episode_steps`` imagined steps.
 
     ``reset`` starts every sub-environment from a random window of the model's start-frame bank, or
     from ``options={"frames": (t0, H, W, 3) or (num_envs, t0, H, W, 3), "actions": ...}`` (image-to-world).
@@ -54,17 +56,22 @@ class DreamVectorEnv(VectorEnv):
         device: ``"cpu"``, ``"cuda"``, ...
         obs_mode: ``"rgb"`` or ``"latent"``.
         max_episode_steps: truncation horizon (None: never truncate).
-        termination_threshold: probability above which the termination head ends an episode.
+        termination_threshold: probability above which the predicted termination ends an episode;
+            None draws the termination from that probability instead, which keeps an unsure but
+            calibrated model's terminations (p = 0.3 on a blurry frame of a ball on the floor) in
+            expectation, where a threshold drops them all.
         denoising_steps: override the model's number of sampler steps per frame.
         autoreset_mode: ``NEXT_STEP`` (default) or ``SAME_STEP``.
         precision: ``"fp32"`` or ``"bf16"`` (autocast; on CPUs with bf16 matmuls and on GPUs).
         kv_cache: False recomputes the whole context window every step instead of reading cached
             keys/values (``context`` times the work: a reference for benchmarks, not for training).
-        snap_rewards: round the reward head's output to the nearest reward the training data holds
-            (``model.cfg.reward_values``, recorded when the world's rewards take few values, e.g. Balls'
-            0/1/2 bounces). A regression head is never exactly 0: without snapping an agent can farm
-            (or a long episode can sum up) its small bias. Models without ``reward_values`` (continuous
-            rewards, older checkpoints) are unaffected. ``info["reward_raw"]`` keeps the raw value.
+        snap_rewards: round the transformer reward head's regression to the nearest reward the
+            training data holds (``model.cfg.reward_values``, recorded when the world's rewards take
+            few values, e.g. Balls' 0/1/2 bounces). A regression head is never exactly 0: without
+            snapping an agent can farm (or a long episode can sum up) its small bias. Models with a
+            reward model are unaffected (its expected reward over the reward classes is calibrated
+            and snapping would drop every unsure reward), as are models without ``reward_values``
+            (continuous rewards). ``info["reward_raw"]`` keeps the raw value.
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -76,7 +83,7 @@ class DreamVectorEnv(VectorEnv):
         device: str = "cpu",
         obs_mode: str = "rgb",
         max_episode_steps: int | None = 1000,
-        termination_threshold: float = 0.5,
+        termination_threshold: float | None = 0.5,
         denoising_steps: int | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = "rgb_array",
@@ -91,7 +98,8 @@ class DreamVectorEnv(VectorEnv):
         self.precision = precision
         self.kv_cache = bool(kv_cache)
         values = getattr(self.model.cfg, "reward_values", None)
-        self.reward_values = np.asarray(values, np.float32) if (snap_rewards and values) else None
+        snap = snap_rewards and values and self.model.reward_model is None
+        self.reward_values = np.asarray(values, np.float32) if snap else None
         if denoising_steps is not None:
             self.model.diffusion.steps = int(denoising_steps)
         self.num_envs = int(num_envs)
@@ -217,7 +225,10 @@ class DreamVectorEnv(VectorEnv):
         if frames is not None:
             self._frames = frames
         self._obs = np.array(obs, copy=True)
-        terminated = prob > self.termination_threshold
+        if self.termination_threshold is None:
+            terminated = np.array([rng.random() < p for rng, p in zip(self._rngs, prob, strict=True)])
+        else:
+            terminated = prob > self.termination_threshold
         truncated = (
             (self._steps >= self.max_episode_steps) if self.max_episode_steps else np.zeros_like(terminated)
         )
@@ -264,7 +275,7 @@ class DreamEnv(gym.Env):
         checkpoint: str | Path | WorldModel | None = None,
         device: str = "cpu",
         obs_mode: str = "rgb",
-        termination_threshold: float = 0.5,
+        termination_threshold: float | None = 0.5,
         denoising_steps: int | None = None,
         render_mode: str | None = "rgb_array",
         snap_rewards: bool = True,

@@ -172,16 +172,31 @@ class WorldModel(nn.Module):
             denoise_loss + self.diffusion.reward_weight * r_loss + self.diffusion.termination_weight * t_loss
         )
         logs = {}
-        if self.reward_model is not None:  # every transition of the window, on clean latents
+        if self.reward_model is not None:
+            acts = batch["actions"].to(self.device)
+            rews, terms = batch["rewards"].to(self.device), batch["terminated"].to(self.device)
+            # every transition of the window on clean latents: what the world showed
             rm_r, rm_t = self.reward_model.loss(
                 clean[:, :-1].flatten(0, 1),
                 clean[:, 1:].flatten(0, 1),
-                batch["actions"].to(self.device).flatten(0, 1),
-                batch["rewards"].to(self.device).flatten(0, 1),
-                batch["terminated"].to(self.device).flatten(0, 1),
+                acts.flatten(0, 1),
+                rews.flatten(0, 1),
+                terms.flatten(0, 1),
             )
-            loss = loss + rm_r + rm_t
-            logs = {"train/reward_model_reward": rm_r.item(), "train/reward_model_termination": rm_t.item()}
+            # and the last transition with the new frame as the denoiser reconstructs it from its
+            # noise level: what a rollout shows (one denoising step from sigma_max is the noisiest of
+            # these). Trained on both, the model is sharp on clean frames and calibrated on blurry ones.
+            denoised = (pre.c_skip * noisy + pre.c_out * out.float())[:, -1].detach()
+            gen_r, gen_t = self.reward_model.loss(
+                clean[:, -2], denoised, acts[:, -1], rews[:, -1], terms[:, -1]
+            )
+            loss = loss + rm_r + rm_t + gen_r + gen_t
+            logs = {
+                "train/reward_model_reward": rm_r.item(),
+                "train/reward_model_termination": rm_t.item(),
+                "train/reward_model_reward_generated": gen_r.item(),
+                "train/reward_model_termination_generated": gen_t.item(),
+            }
         logs = {
             **logs,
             "train/loss": loss.item(),

@@ -137,15 +137,20 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
     if len(ds) == 0:
         raise ValueError(f"no training window of {cfg.window} frames in {cfg.store}: collect longer episodes")
     out = Path(cfg.out)
-    model = WorldModel(_model_config(cfg, store)).to(device)
+    saved = out / "model_config.json"
+    mcfg = _model_config(cfg, store)
+    resumed = json.loads(saved.read_text()) if cfg.resume and saved.exists() else None
+    if resumed is not None:
+        # keep the run's reward classes even if the store has grown new reward values since (the
+        # reward model's output layer was built for them; a new value trains as the nearest class)
+        mcfg.reward_values = resumed.get("reward_values")
+    model = WorldModel(mcfg).to(device)
     if cfg.tokenizer_path:
         from simworld.models.vae import load_tokenizer
 
         model.tokenizer.load_state_dict(load_tokenizer(cfg.tokenizer_path).state_dict())
-    saved = out / "model_config.json"
-    if cfg.resume and saved.exists():  # keep the run's normalisation even if the store has grown since
-        raw = json.loads(saved.read_text())
-        model.cfg.latent_shift, model.cfg.latent_scale = raw["latent_shift"], raw["latent_scale"]
+    if resumed is not None:  # keep the run's normalisation even if the store has grown since
+        model.cfg.latent_shift, model.cfg.latent_scale = resumed["latent_shift"], resumed["latent_scale"]
     else:
         model.cfg.latent_shift, model.cfg.latent_scale = latent_stats(model, ds, cfg.seed)
     terminal = terminal_windows(ds) if cfg.terminal_fraction > 0 else None
