@@ -107,6 +107,18 @@ def test_resume_matches_an_uninterrupted_run(store, tmp_path):
     assert WorldModel.from_pretrained(tmp_path / "b" / "model").cfg.reward_values == seen.tolist()
 
 
+def test_resume_keeps_the_reward_classes_when_the_store_grows_new_rewards(store, tmp_path, monkeypatch):
+    import simworld.train.world_model as twm
+
+    common = dict(store=str(store.root), dynamics=TINY, window=4, batch_size=2, bank_size=4, progress=False)
+    train_world_model(TrainConfig(out=str(tmp_path), steps=2, **common))
+    first = WorldModel.from_pretrained(tmp_path / "model").cfg.reward_values
+    # the loop's store gained an episode with four simultaneous hits since
+    monkeypatch.setattr(twm, "reward_values", lambda s, max_values=16: sorted({*first, 4.0}))
+    train_world_model(TrainConfig(out=str(tmp_path), steps=4, resume=True, **common))
+    assert WorldModel.from_pretrained(tmp_path / "model").cfg.reward_values == first
+
+
 def test_bad_checkpoints_get_clear_errors(tmp_path):
     model = tiny_model()
     with pytest.raises(FileNotFoundError, match="no world-model checkpoint"):

@@ -175,3 +175,23 @@ def test_rewards_snap_to_the_values_the_world_gives(checkpoint):
         raw = DreamVectorEnv(2, model, snap_rewards=False)
         raw.reset(seed=0)
         np.testing.assert_allclose(raw.step(np.array([0, 1]))[1], bias, atol=1e-5)
+
+
+def test_sampled_terminations_keep_an_unsure_models_rate(checkpoint):
+    """termination_threshold=None ends each step with the predicted probability, reproducibly."""
+
+    def ends(threshold, seed):
+        envs = DreamVectorEnv(num_envs=4, checkpoint=checkpoint, termination_threshold=threshold)
+        step = envs.model.step
+        envs.model.step = lambda *a, **k: (*step(*a, **k)[:3], np.full(4, 0.3, np.float32))
+        envs.reset(seed=seed)
+        out = []
+        for _ in range(40):
+            _, _, terminated, _, _ = envs.step(np.ones(4, dtype=np.int64))
+            out.append(terminated)
+        return np.array(out)
+
+    assert not ends(0.5, 0).any()  # a threshold drops every terminal step the model is unsure of
+    sampled = ends(None, 0)
+    assert 0.15 < sampled.mean() < 0.45, sampled.mean()  # ~0.3 of the steps (some are autoresets)
+    np.testing.assert_array_equal(sampled, ends(None, 0))
