@@ -27,7 +27,7 @@ from stable_baselines3 import A2C, DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecMonitor, VecTransposeImage
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecTransposeImage
 
 from simworld.checkpoint import atomic_write_text
 from simworld.data.atomic import atomic_path
@@ -98,8 +98,13 @@ def newest_frame(obs: np.ndarray) -> np.ndarray:
 
 
 def preprocess(venv: VecEnv, frame_stack: int) -> VecEnv:
-    """The observation pipeline every policy sees, dream or real: stacked RGB frames, channels first."""
-    return VecTransposeImage(VecFrameStack(venv, frame_stack, channels_order="last"))
+    """The observation pipeline every policy sees, dream or real: stacked RGB frames, channels first.
+
+    Dream episodes start with their real context frames already in the stack (``ContextFrameStack``).
+    """
+    from agents.sb3 import ContextFrameStack
+
+    return VecTransposeImage(ContextFrameStack(venv, frame_stack))
 
 
 def real_venv(world: dict[str, Any], num_envs: int, seed: int, frame_stack: int) -> VecEnv:

@@ -45,7 +45,9 @@ class DreamVectorEnv(VectorEnv):
     ``autoreset_mode=AutoresetMode.SAME_STEP`` the reset happens in the same step and the last frame
     is in ``info["final_obs"]``.
 
-    ``info`` holds ``step`` (imagined steps since reset) and ``termination_prob`` per sub-environment.
+    ``info`` holds ``step`` (imagined steps since reset) and ``termination_prob`` per sub-environment,
+    and, in a call that (re)started episodes, ``context_frames`` (masked by ``_context_frames``): the real
+    frames those episodes start from, so a frame stack can begin full (``agents.sb3.ContextFrameStack``).
 
     Each step runs only the new frame through the transformer: past frames live in a KV cache over
     a sliding window of ``context`` frames, so cost and memory stay flat however long it runs.
@@ -132,6 +134,7 @@ class DreamVectorEnv(VectorEnv):
         self._done = np.zeros(self.num_envs, dtype=bool)
         self._obs = None
         self._frames = None  # last decoded frames, for render()
+        self._restarted: tuple[np.ndarray, np.ndarray] | None = None
 
     # ---------------------------------------------------------------- helpers
     def _context(self, idx: np.ndarray, options: dict | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -166,6 +169,8 @@ class DreamVectorEnv(VectorEnv):
             else:
                 self.model.reset(frames, actions, generator=self._generator, state=self._state, mask=mask)
         last = frames[:, -1]  # (k, H, W, 3)
+        # the real frames the restarted episodes start from, for frame stacks (agents.sb3.ContextFrameStack)
+        self._restarted = (idx, frames)
         self._steps[idx] = 0
         self._done[idx] = False
         if self._frames is None:
@@ -196,6 +201,19 @@ class DreamVectorEnv(VectorEnv):
         p = np.zeros(self.num_envs, np.float32) if prob is None else prob.astype(np.float32)
         return {"step": self._steps.copy(), "termination_prob": p}
 
+    def _context_info(self, info: dict[str, Any]) -> None:
+        """Add ``context_frames`` ``uint8 (num_envs, t0, H, W, 3)`` (with its ``_context_frames`` mask):
+        the real frames each episode restarted in this call begins from (rgb observations only)."""
+        if self._restarted is None or self.obs_mode != "rgb":
+            return
+        idx, frames = self._restarted
+        self._restarted = None
+        ctx = np.zeros((self.num_envs, *frames.shape[1:]), np.uint8)
+        ctx[idx] = frames
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[idx] = True
+        info["context_frames"], info["_context_frames"] = ctx, mask
+
     # ---------------------------------------------------------------- gymnasium API
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         if seed is not None:
@@ -208,7 +226,9 @@ class DreamVectorEnv(VectorEnv):
             if self._state is None and not mask.all():
                 raise ValueError("the first reset must reset every sub-environment")
         self._restart(mask, options)
-        return self._obs.copy(), self._info()
+        info = self._info()
+        self._context_info(info)
+        return self._obs.copy(), info
 
     def step(self, actions: Any):
         if self._state is None:
@@ -250,6 +270,7 @@ class DreamVectorEnv(VectorEnv):
             info["final_info"] = {k: v.copy() for k, v in info.items() if k != "final_obs"}
             self._restart(self._done.copy(), None)
             self._done[:] = False
+        self._context_info(info)
         return self._obs.copy(), rewards, terminated, truncated, info
 
     def render(self) -> np.ndarray | None:

@@ -35,6 +35,7 @@ from simworld.diffusion.edm import (
     DiffusionConfig,
     diffusion_losses,
     head_losses,
+    motion_weights,
     precondition,
     sample_training_sigmas,
     sampling_sigmas,
@@ -156,7 +157,13 @@ class WorldModel(nn.Module):
         pre = precondition(sigma[..., None, None, None], self.diffusion.sigma_data)
         actions, valid = self.previous_actions(batch["actions"].to(self.device), t)
         out, reward, term = self.dynamics(pre.c_in * noisy, pre.c_noise[..., 0, 0, 0], actions, valid)
-        denoise = diffusion_losses(out.float(), clean, noisy, pre)  # (b, t)
+        motion = self.diffusion.motion_weight
+        pixel_weight = motion_weights(clean, motion, self.diffusion.motion_scale) if motion > 0 else None
+        # residual: each frame is denoised around the clean frame before it (none for the first)
+        anchor = (
+            torch.cat([torch.zeros_like(clean[:, :1]), clean[:, :-1]], 1) if self.diffusion.residual else 0
+        )
+        denoise = diffusion_losses(out.float(), clean - anchor, noisy - anchor, pre, pixel_weight)  # (b, t)
         # the heads are read at the context noise level in rollouts: train them where the frame is that clean
         readable = sigma[:, 1:] <= self.diffusion.context_sigma_max + self.diffusion.sigma_min
         r_loss, t_loss = head_losses(
@@ -186,7 +193,7 @@ class WorldModel(nn.Module):
             # and the last transition with the new frame as the denoiser reconstructs it from its
             # noise level: what a rollout shows (one denoising step from sigma_max is the noisiest of
             # these). Trained on both, the model is sharp on clean frames and calibrated on blurry ones.
-            denoised = (pre.c_skip * noisy + pre.c_out * out.float())[:, -1].detach()
+            denoised = (anchor + pre.c_skip * (noisy - anchor) + pre.c_out * out.float())[:, -1].detach()
             gen_r, gen_t = self.reward_model.loss(
                 clean[:, -2], denoised, acts[:, -1], rews[:, -1], terms[:, -1]
             )
@@ -218,8 +225,16 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def _denoiser(
-        self, actions: torch.Tensor, valid: torch.Tensor, cache: KVCache, write: bool, use_cache: bool = True
+        self,
+        actions: torch.Tensor,
+        valid: torch.Tensor,
+        cache: KVCache,
+        write: bool,
+        use_cache: bool = True,
+        anchor: torch.Tensor | float = 0.0,
     ):
+        """``D(x, sigma)`` for the next frame; ``anchor`` ``(b, 1, c, h, w)``: the previous clean latent
+        a residual model denoises around (0 otherwise)."""
         forward = self.dynamics.forward_cached if use_cache else self.dynamics.forward_window
 
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -228,7 +243,7 @@ class WorldModel(nn.Module):
                 pre.c_in * x, pre.c_noise[:, :, 0, 0, 0], actions, valid, cache, write=write
             )
             denoise.heads = (reward[:, 0], term[:, 0])
-            return pre.c_skip * x + pre.c_out * out.float()
+            return anchor + pre.c_skip * (x - anchor) + pre.c_out * out.float()
 
         return denoise
 
@@ -340,11 +355,13 @@ class WorldModel(nn.Module):
         shape = (a.shape[0], 1, self.latent_channels, *self.latent_size)
         warm = self.diffusion.warm_start_sigma
         sigmas = sampling_sigmas(self.diffusion, device=self.device, sigma_max=warm or None)
-        init = None
-        if warm and state.cache.prev is not None:  # the previous frame, un-preconditioned
+        init, anchor = None, 0.0
+        if self.diffusion.residual:  # noise around the previous frame, denoised around it
+            anchor = init = state.last[:, None]
+        elif warm and state.cache.prev is not None:  # the previous frame, un-preconditioned
             init = state.cache.prev * (self.diffusion.context_sigma**2 + self.diffusion.sigma_data**2) ** 0.5
         latent = sample(
-            self._denoiser(a, valid, state.cache, write=False, use_cache=use_cache),
+            self._denoiser(a, valid, state.cache, write=False, use_cache=use_cache, anchor=anchor),
             shape,
             sigmas,
             self.diffusion.sampler,

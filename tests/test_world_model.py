@@ -11,6 +11,7 @@ from simworld.data.collect import CollectConfig, collect
 from simworld.data.store import EpisodeStore
 from simworld.data.windows import WindowDataset
 from simworld.evaluate import EvalConfig, evaluate_model
+from simworld.metrics import psnr_uint8
 from simworld.train.common import batch_for_step
 from simworld.train.world_model import TrainConfig, train_world_model
 from simworld.world_model import WorldModel, WorldModelConfig
@@ -248,3 +249,54 @@ def test_reward_oversampling_draws_windows_that_end_in_a_reward(store):
     assert rewarded.tolist() == every and len(every) > 0, "the fixture store should hold paddle hits"
     batch = batch_for_step(ds, 8, seed=0, step=3, rewarded=rewarded, reward_fraction=1.0)
     assert (batch["rewards"][:, -1] != 0).all()
+
+
+def test_motion_weighting_makes_errors_on_moving_things_count_more():
+    from simworld.diffusion.edm import Precond, diffusion_losses, motion_weights
+
+    clean = torch.zeros(1, 2, 4, 8, 8)
+    clean[0, 1, :, 2, 3] = 1.0  # something appears at (2, 3) in the second frame
+    w = motion_weights(clean, weight=9.0, scale=0.5)
+    assert w.shape == (1, 2, 1, 8, 8)
+    assert torch.all(w[0, 0] == 1.0)  # the first frame has no previous one
+    assert w[0, 1, 0, 2, 3] == 10.0 and w[0, 1, 0].sum() == 63 + 10
+    one = torch.ones(())
+    pre = Precond(c_skip=0 * one, c_out=one, c_in=one, c_noise=one)
+    on_mover, on_background = torch.zeros_like(clean), torch.zeros_like(clean)
+    on_mover[0, 1, :, 2, 3] = 1.0
+    on_background[0, 1, :, 5, 5] = 1.0
+    loss_mover = diffusion_losses(clean + on_mover, clean, clean, pre, w)[0, 1]
+    loss_background = diffusion_losses(clean + on_background, clean, clean, pre, w)[0, 1]
+    assert loss_mover == pytest.approx(10 * loss_background)
+    # without weights it is the plain mean
+    plain = diffusion_losses(clean + on_mover, clean, clean, pre)[0, 1]
+    assert plain == pytest.approx(diffusion_losses(clean + on_background, clean, clean, pre)[0, 1])
+    assert plain == pytest.approx(1 / 64)
+
+
+def test_an_untrained_residual_model_keeps_the_last_frame_instead_of_fading(store):
+    """Residual denoising predicts the change from the last frame: with nothing learned the scene stays."""
+    ep = store.load(0)
+    frames, actions = ep.frames[None, :3], ep.actions[None, :2]
+    held = {}
+    for residual in (False, True):
+        torch.manual_seed(0)
+        model = WorldModel(WorldModelConfig(dynamics=TINY, diffusion={"residual": residual})).eval()
+        with torch.no_grad():
+            model.dynamics.patch_out.weight.zero_()  # F = 0: a model that has learned nothing
+            model.dynamics.patch_out.bias.zero_()
+        state = model.reset(frames, actions, generator=torch.Generator().manual_seed(0))
+        out, *_ = model.step(state, ep.actions[None, 2])
+        held[residual] = psnr_uint8(out, frames[:, -1])[0]
+    assert held[True] > 30 > held[False], held
+
+
+def test_a_residual_model_trains_on_the_change_and_keeps_its_setting(store, tmp_path):
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(dynamics=TINY, diffusion={"residual": True}))
+    batch = batch_for_step(WindowDataset(store, 4), 4, seed=0, step=0)
+    loss, logs = model(batch)
+    loss.backward()
+    assert np.isfinite(logs["train/denoise"]) and model.dynamics.patch_out.weight.grad.abs().sum() > 0
+    model.save_pretrained(tmp_path / "m")
+    assert WorldModel.from_pretrained(tmp_path / "m").diffusion.residual is True

@@ -57,3 +57,40 @@ def test_ppo_trains_a_few_steps_in_the_dream(checkpoint):
     model.learn(16)
     assert model.num_timesteps == 16
     check_env(gym.make("simworld/Dream-v0", checkpoint=checkpoint), warn=False)
+
+
+def _bank_windows(venv):
+    bank = venv.unwrapped.venv.bank["frames"]  # (n, t0, H, W, 3)
+    return [np.concatenate(list(w), axis=-1) for w in bank]
+
+
+def test_dream_frame_stacks_start_full_of_the_real_context_frames(checkpoint):
+    from agents.sb3 import ContextFrameStack
+
+    dream = DreamVectorEnv(2, checkpoint, max_episode_steps=2, autoreset_mode=AutoresetMode.SAME_STEP)
+    venv = ContextFrameStack(VecMonitor(SB3VecEnv(dream)), n_stack=4)
+    venv.seed(0)
+    windows = _bank_windows(venv)
+    t0 = dream.bank["frames"].shape[1]
+    assert 1 < t0 < 4
+    obs = venv.reset()  # (2, H, W, 12): newest frame last
+    for i in range(2):
+        assert any(np.array_equal(obs[i, ..., -3 * t0 :], w) for w in windows), "stack is not a bank window"
+        assert not obs[i, ..., : 3 * (4 - t0)].any()  # older than the context: zeros, as SB3 pads
+    first = obs.copy()
+    obs, _, dones, infos = venv.step(np.array([0, 1]))
+    assert not dones.any()
+    assert np.array_equal(obs[..., : 3 * 3], first[..., 3:])  # the stack rolls as usual mid-episode
+    obs, _, dones, infos = venv.step(np.array([0, 1]))  # truncated: both restart in this step
+    assert dones.all()
+    for i in range(2):
+        assert any(np.array_equal(obs[i, ..., -3 * t0 :], w) for w in windows)
+        assert infos[i]["terminal_observation"].shape == (64, 64, 12)
+
+
+def test_real_world_frame_stacks_still_start_from_zeros():
+    from agents.train import real_venv
+
+    venv = real_venv({"id": "simworld/Balls-v0"}, num_envs=1, seed=0, frame_stack=4)
+    obs = venv.reset()  # channels first after VecTransposeImage: (1, 12, H, W)
+    assert obs[0, -3:].any() and not obs[0, :9].any()
