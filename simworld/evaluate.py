@@ -18,7 +18,10 @@ from tqdm.auto import tqdm
 
 from simworld.data.store import EpisodeStore
 from simworld.metrics import psnr_uint8, ssim_uint8
+from simworld.plots import filmstrip
 from simworld.world_model import WorldModel
+
+FILMSTRIP_STEPS = 24  # imagined steps drawn in the filmstrip
 
 
 @dataclass
@@ -36,6 +39,7 @@ class EvalConfig:
     sampler: str | None = None  # euler | heun (None: the model's default)
     warm_start_sigma: float | None = None  # > 0: sample from the previous frame noised to this level
     out: str | None = None  # JSON path; default <model>/eval.json
+    filmstrip: int = 3  # rollouts drawn real-vs-imagined in filmstrip.png beside the JSON (0: none)
     progress: bool = True
 
 
@@ -72,10 +76,13 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     state = model.reset(frames[:, : cfg.context], actions[:, : cfg.context - 1], generator=gen)
     psnr, ssim = np.zeros((b, horizon)), np.zeros((b, horizon))
     pred_r, pred_t = np.zeros((b, horizon)), np.zeros((b, horizon))
+    shown = []  # the first few rollouts' frames, for the filmstrip
     for k in tqdm(range(horizon), desc="eval rollouts", disable=not cfg.progress):
         out, _, r, p = model.step(state, actions[:, cfg.context - 1 + k])
         truth = frames[:, cfg.context + k]
         psnr[:, k], ssim[:, k] = psnr_uint8(out, truth), ssim_uint8(out, truth)
+        if k < FILMSTRIP_STEPS:
+            shown.append(out[: cfg.filmstrip])
         pred_r[:, k], pred_t[:, k] = r, p
     result: dict[str, Any] = {
         "episodes": b,
@@ -105,6 +112,9 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     result["psnr_by_step"] = [
         float(np.mean(np.minimum(psnr[valid[:, k], k], 100.0))) for k in range(horizon) if valid[:, k].any()
     ]
+    if cfg.filmstrip > 0:  # real vs imagined frames (not JSON: run_eval draws them)
+        n = len(shown)
+        result["_filmstrip"] = (frames[: cfg.filmstrip, cfg.context : cfg.context + n], np.stack(shown, 1))
     return result
 
 
@@ -238,6 +248,11 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     result = evaluate_model(model, store, ids, cfg)
     print_table(result, cfg.horizons)
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval.json"
+    strip = result.pop("_filmstrip", None)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
+    if strip is not None:
+        png = filmstrip(out.parent / "filmstrip.png", *strip, every=3)
+        print(f"wrote {png} (per rollout: real frames above, imagined below, every 3rd step)")
     return result

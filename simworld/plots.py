@@ -40,3 +40,27 @@ def plot_series(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def filmstrip(path: str | Path, real: np.ndarray, dream: np.ndarray, every: int = 3, scale: int = 2) -> Path:
+    """Real-vs-imagined frames side by side: for each rollout a row of the real frames and, below it,
+    the imagined ones, every ``every``-th step. ``real``, ``dream``: ``uint8 (n, T, H, W, 3)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image
+
+    if real.shape != dream.shape or real.ndim != 5:
+        raise ValueError(f"need matching (n, T, H, W, 3) videos, got {real.shape} and {dream.shape}")
+    pick = slice(every - 1, None, every)  # steps every, 2 every, ...
+    strips = [
+        np.concatenate([np.concatenate(list(r[pick]), 1), np.concatenate(list(d[pick]), 1)], 0)
+        for r, d in zip(real, dream, strict=True)
+    ]
+    gap = np.full((2, strips[0].shape[1], 3), 128, np.uint8)  # a grey line between rollouts
+    rows = [x for strip in strips for x in (strip, gap)]
+    image = np.concatenate(rows[:-1], 0).repeat(scale, 0).repeat(scale, 1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    matplotlib.image.imsave(path, image)
+    return path

@@ -159,10 +159,12 @@ class WorldModel(nn.Module):
         out, reward, term = self.dynamics(pre.c_in * noisy, pre.c_noise[..., 0, 0, 0], actions, valid)
         motion = self.diffusion.motion_weight
         pixel_weight = motion_weights(clean, motion, self.diffusion.motion_scale) if motion > 0 else None
-        # residual: each frame is denoised around the clean frame before it (none for the first)
-        anchor = (
-            torch.cat([torch.zeros_like(clean[:, :1]), clean[:, :-1]], 1) if self.diffusion.residual else 0
-        )
+        # residual: each frame is denoised around the frame before it as the network sees it (noised
+        # to its context level, as a rollout holds it), so the model also learns to clean that noise
+        # up instead of copying it forward; the first frame has none
+        anchor = 0.0
+        if self.diffusion.residual:
+            anchor = torch.cat([torch.zeros_like(noisy[:, :1]), noisy[:, :-1]], 1)
         denoise = diffusion_losses(out.float(), clean - anchor, noisy - anchor, pre, pixel_weight)  # (b, t)
         # the heads are read at the context noise level in rollouts: train them where the frame is that clean
         readable = sigma[:, 1:] <= self.diffusion.context_sigma_max + self.diffusion.sigma_min
@@ -233,8 +235,8 @@ class WorldModel(nn.Module):
         use_cache: bool = True,
         anchor: torch.Tensor | float = 0.0,
     ):
-        """``D(x, sigma)`` for the next frame; ``anchor`` ``(b, 1, c, h, w)``: the previous clean latent
-        a residual model denoises around (0 otherwise)."""
+        """``D(x, sigma)`` for the next frame; ``anchor`` ``(b, 1, c, h, w)``: the previous latent (as
+        held in the context) a residual model denoises around (0 otherwise)."""
         forward = self.dynamics.forward_cached if use_cache else self.dynamics.forward_window
 
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -356,10 +358,14 @@ class WorldModel(nn.Module):
         warm = self.diffusion.warm_start_sigma
         sigmas = sampling_sigmas(self.diffusion, device=self.device, sigma_max=warm or None)
         init, anchor = None, 0.0
+        # the previous frame as written to the context (at context_sigma), un-preconditioned
+        held = state.cache.prev
+        if held is not None:
+            held = held * (self.diffusion.context_sigma**2 + self.diffusion.sigma_data**2) ** 0.5
         if self.diffusion.residual:  # noise around the previous frame, denoised around it
-            anchor = init = state.last[:, None]
-        elif warm and state.cache.prev is not None:  # the previous frame, un-preconditioned
-            init = state.cache.prev * (self.diffusion.context_sigma**2 + self.diffusion.sigma_data**2) ** 0.5
+            anchor = init = held if held is not None else state.last[:, None]
+        elif warm:
+            init = held
         latent = sample(
             self._denoiser(a, valid, state.cache, write=False, use_cache=use_cache, anchor=anchor),
             shape,

@@ -300,3 +300,20 @@ def test_a_residual_model_trains_on_the_change_and_keeps_its_setting(store, tmp_
     assert np.isfinite(logs["train/denoise"]) and model.dynamics.patch_out.weight.grad.abs().sum() > 0
     model.save_pretrained(tmp_path / "m")
     assert WorldModel.from_pretrained(tmp_path / "m").diffusion.residual is True
+
+
+def test_eval_model_writes_its_scores_and_a_real_vs_imagined_filmstrip(store, tmp_path):
+    import matplotlib.image
+
+    from simworld.evaluate import run_eval
+
+    tiny_model().save_pretrained(tmp_path / "m")
+    cfg = EvalConfig(
+        model=str(tmp_path / "m"), store=str(store.root), horizons=[1, 6], episodes=3, val_fraction=0.5,
+        filmstrip=2, out=str(tmp_path / "eval" / "eval.json"), progress=False,
+    )  # fmt: skip
+    run_eval(cfg)
+    assert "psnr@6" in json.loads((tmp_path / "eval" / "eval.json").read_text())
+    image = matplotlib.image.imread(tmp_path / "eval" / "filmstrip.png")
+    # 2 rollouts x (real row + imagined row) of 64 px + a 2 px line between, steps 3 and 6, drawn 2x
+    assert image.shape[:2] == ((2 * 2 * 64 + 2) * 2, 2 * 64 * 2)
