@@ -159,12 +159,16 @@ class WorldModel(nn.Module):
         out, reward, term = self.dynamics(pre.c_in * noisy, pre.c_noise[..., 0, 0, 0], actions, valid)
         motion = self.diffusion.motion_weight
         pixel_weight = motion_weights(clean, motion, self.diffusion.motion_scale) if motion > 0 else None
-        # residual: each frame is denoised around the frame before it as the network sees it (noised
-        # to its context level, as a rollout holds it), so the model also learns to clean that noise
-        # up instead of copying it forward; the first frame has none
+        # residual: each frame is denoised around the frame before it as the network sees it when that
+        # is held at a context noise level (as a rollout holds it), so the model also learns to clean
+        # that noise up instead of copying it forward; noisier frames (diffusion forcing) lend their
+        # noise only up to that level, and the first frame has no anchor
         anchor = 0.0
         if self.diffusion.residual:
-            anchor = torch.cat([torch.zeros_like(noisy[:, :1]), noisy[:, :-1]], 1)
+            cap = self.diffusion.context_sigma_max + self.diffusion.sigma_min
+            s = sigma[:, :-1, None, None, None]
+            held = clean[:, :-1] + (noisy[:, :-1] - clean[:, :-1]) * s.clamp(max=cap) / s
+            anchor = torch.cat([torch.zeros_like(clean[:, :1]), held], 1)
         denoise = diffusion_losses(out.float(), clean - anchor, noisy - anchor, pre, pixel_weight)  # (b, t)
         # the heads are read at the context noise level in rollouts: train them where the frame is that clean
         readable = sigma[:, 1:] <= self.diffusion.context_sigma_max + self.diffusion.sigma_min
