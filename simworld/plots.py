@@ -44,7 +44,8 @@ def plot_series(
 
 def filmstrip(path: str | Path, real: np.ndarray, dream: np.ndarray, every: int = 3, scale: int = 2) -> Path:
     """Real-vs-imagined frames side by side: for each rollout a row of the real frames and, below it,
-    the imagined ones, every ``every``-th step. ``real``, ``dream``: ``uint8 (n, T, H, W, 3)``."""
+    the imagined ones, every ``every``-th step (all of them if fewer). ``real``, ``dream``:
+    ``uint8 (n, T, H, W, 3)``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +53,9 @@ def filmstrip(path: str | Path, real: np.ndarray, dream: np.ndarray, every: int 
 
     if real.shape != dream.shape or real.ndim != 5:
         raise ValueError(f"need matching (n, T, H, W, 3) videos, got {real.shape} and {dream.shape}")
-    pick = slice(every - 1, None, every)  # steps every, 2 every, ...
+    pick = np.arange(every - 1, real.shape[1], every)  # steps every, 2 every, ...
+    if len(pick) == 0:  # a rollout shorter than ``every``: all of it
+        pick = np.arange(real.shape[1])
     strips = [
         np.concatenate([np.concatenate(list(r[pick]), 1), np.concatenate(list(d[pick]), 1)], 0)
         for r, d in zip(real, dream, strict=True)
