@@ -362,14 +362,11 @@ class WorldModel(nn.Module):
         warm = self.diffusion.warm_start_sigma
         sigmas = sampling_sigmas(self.diffusion, device=self.device, sigma_max=warm or None)
         init, anchor = None, 0.0
-        # the previous frame as written to the context (at context_sigma), un-preconditioned
-        held = state.cache.prev
-        if held is not None:
-            held = held * (self.diffusion.context_sigma**2 + self.diffusion.sigma_data**2) ** 0.5
-        if self.diffusion.residual:  # noise around the previous frame, denoised around it
-            anchor = init = held if held is not None else state.last[:, None]
-        elif warm:
-            init = held
+        held = state.cache.prev  # the previous frame as written to the context (at context_sigma)
+        if held is not None and (warm or self.diffusion.residual):
+            init = held * (self.diffusion.context_sigma**2 + self.diffusion.sigma_data**2) ** 0.5
+            if self.diffusion.residual:  # noise around the previous frame, denoised around it
+                anchor = init
         latent = sample(
             self._denoiser(a, valid, state.cache, write=False, use_cache=use_cache, anchor=anchor),
             shape,
