@@ -204,10 +204,10 @@ class DreamVectorEnv(VectorEnv):
     def _context_info(self, info: dict[str, Any]) -> None:
         """Add ``context_frames`` ``uint8 (num_envs, t0, H, W, 3)`` (with its ``_context_frames`` mask):
         the real frames each episode restarted in this call begins from (rgb observations only)."""
-        if self._restarted is None or self.obs_mode != "rgb":
+        restarted, self._restarted = self._restarted, None
+        if restarted is None or self.obs_mode != "rgb":
             return
-        idx, frames = self._restarted
-        self._restarted = None
+        idx, frames = restarted
         ctx = np.zeros((self.num_envs, *frames.shape[1:]), np.uint8)
         ctx[idx] = frames
         mask = np.zeros(self.num_envs, dtype=bool)
