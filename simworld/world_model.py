@@ -37,6 +37,7 @@ from simworld.diffusion.edm import (
     head_losses,
     motion_weights,
     precondition,
+    sample_dense_sigmas,
     sample_training_sigmas,
     sampling_sigmas,
 )
@@ -152,11 +153,33 @@ class WorldModel(nn.Module):
         b, t = x.shape[:2]
         with torch.no_grad():
             clean = self.encode(x)  # (b, t, c, h, w)
-        sigma, weight = sample_training_sigmas(b, t, self.diffusion, clean.device)  # (b, t) each
-        noisy = clean + sigma[..., None, None, None] * torch.randn_like(clean)
-        pre = precondition(sigma[..., None, None, None], self.diffusion.sigma_data)
         actions, valid = self.previous_actions(batch["actions"].to(self.device), t)
-        out, reward, term = self.dynamics(pre.c_in * noisy, pre.c_noise[..., 0, 0, 0], actions, valid)
+        cap = self.diffusion.context_sigma_max + self.diffusion.sigma_min
+        if self.diffusion.dense_targets:  # every frame a target, beside a context copy of the window
+            ctx_sigma, sigma = sample_dense_sigmas(b, t, self.diffusion, clean.device)  # (b, t) each
+            ctx = clean + ctx_sigma[..., None, None, None] * torch.randn_like(clean)
+            noisy = clean + sigma[..., None, None, None] * torch.randn_like(clean)
+            pre = precondition(sigma[..., None, None, None], self.diffusion.sigma_data)
+            ctx_pre = precondition(ctx_sigma[..., None, None, None], self.diffusion.sigma_data)
+            out, reward, term = self.dynamics.forward_dense(
+                ctx_pre.c_in * ctx,
+                ctx_pre.c_noise[..., 0, 0, 0],
+                pre.c_in * noisy,
+                pre.c_noise[..., 0, 0, 0],
+                actions,
+                valid,
+            )
+            # the noisy copies are the targets; the heads read the context copies, as a rollout
+            # reads them in the pass that writes the new frame into the context
+            out, reward, term = out[:, t:], reward[:, :t], term[:, :t]
+            weight = torch.ones(b, t, device=clean.device)
+            weight[:, 0] = 0.0  # a rollout never generates a frame without a previous one
+        else:
+            sigma, weight = sample_training_sigmas(b, t, self.diffusion, clean.device)  # (b, t) each
+            noisy = clean + sigma[..., None, None, None] * torch.randn_like(clean)
+            pre = precondition(sigma[..., None, None, None], self.diffusion.sigma_data)
+            out, reward, term = self.dynamics(pre.c_in * noisy, pre.c_noise[..., 0, 0, 0], actions, valid)
+            ctx, ctx_sigma = noisy, sigma  # each frame is the next one's context
         motion = self.diffusion.motion_weight
         pixel_weight = motion_weights(clean, motion, self.diffusion.motion_scale) if motion > 0 else None
         # residual: each frame is denoised around the frame before it as the network sees it when that
@@ -165,13 +188,12 @@ class WorldModel(nn.Module):
         # noise only up to that level, and the first frame has no anchor
         anchor = 0.0
         if self.diffusion.residual:
-            cap = self.diffusion.context_sigma_max + self.diffusion.sigma_min
-            s = sigma[:, :-1, None, None, None]
-            held = clean[:, :-1] + (noisy[:, :-1] - clean[:, :-1]) * s.clamp(max=cap) / s
+            s = ctx_sigma[:, :-1, None, None, None]
+            held = clean[:, :-1] + (ctx[:, :-1] - clean[:, :-1]) * s.clamp(max=cap) / s
             anchor = torch.cat([torch.zeros_like(clean[:, :1]), held], 1)
         denoise = diffusion_losses(out.float(), clean - anchor, noisy - anchor, pre, pixel_weight)  # (b, t)
         # the heads are read at the context noise level in rollouts: train them where the frame is that clean
-        readable = sigma[:, 1:] <= self.diffusion.context_sigma_max + self.diffusion.sigma_min
+        readable = ctx_sigma[:, 1:] <= cap
         r_loss, t_loss = head_losses(
             reward.float(),
             term.float(),

@@ -291,15 +291,42 @@ def test_an_untrained_residual_model_keeps_the_last_frame_instead_of_fading(stor
     assert held[True] > 30 > held[False], held
 
 
-def test_a_residual_model_trains_on_the_change_and_keeps_its_setting(store, tmp_path):
+@pytest.mark.parametrize(
+    "recipe", [{"residual": True}, {"dense_targets": True}, {"dense_targets": True, "residual": True}]
+)
+def test_a_model_trains_with_an_opt_in_recipe_and_keeps_its_setting(store, tmp_path, recipe):
     torch.manual_seed(0)
-    model = WorldModel(WorldModelConfig(dynamics=TINY, diffusion={"residual": True}))
+    model = WorldModel(WorldModelConfig(dynamics=TINY, diffusion=recipe, reward_model={}))
     batch = batch_for_step(WindowDataset(store, 4), 4, seed=0, step=0)
     loss, logs = model(batch)
     loss.backward()
     assert np.isfinite(logs["train/denoise"]) and model.dynamics.patch_out.weight.grad.abs().sum() > 0
+    assert model.dynamics.term_head[-1].weight.grad.abs().sum() > 0  # the heads learn too
     model.save_pretrained(tmp_path / "m")
-    assert WorldModel.from_pretrained(tmp_path / "m").diffusion.residual is True
+    loaded = WorldModel.from_pretrained(tmp_path / "m").diffusion
+    assert all(getattr(loaded, k) == v for k, v in recipe.items())
+
+
+def test_dense_targets_learn_from_every_frame_after_the_first(store):
+    """A teacher-forced window trains its last frame only; a dense one every frame but the first."""
+    batch = batch_for_step(WindowDataset(store, 4), 2, seed=0, step=0)
+    for dense, learns in ((False, [False, False, False, True]), (True, [False, True, True, True])):
+        torch.manual_seed(0)
+        model = WorldModel(WorldModelConfig(dynamics=TINY, diffusion={"dense_targets": dense}))
+        model.diffusion.teacher_forcing = 1.0
+        seen = {}
+        forward = model.dynamics.forward_dense if dense else model.dynamics.forward
+
+        def spy(*args, _forward=forward, **kw):
+            out, reward, term = _forward(*args, **kw)
+            out.retain_grad()
+            seen["out"] = out
+            return out, reward, term
+
+        setattr(model.dynamics, "forward_dense" if dense else "forward", spy)
+        model(batch)[0].backward()
+        grad = seen["out"].grad[:, -4:]  # the targets: the noisy copies when dense
+        assert [bool(grad[:, i].abs().sum() > 0) for i in range(4)] == learns
 
 
 def test_eval_model_writes_its_scores_and_a_real_vs_imagined_filmstrip(store, tmp_path):

@@ -52,6 +52,10 @@ class DiffusionConfig:
     # network predicts the change from the last frame. An unsure model then keeps the scene where it
     # was instead of regressing every pixel towards the data mean (the background).
     residual: bool = False
+    # True: every frame of a teacher-forced window is a target, not only the last (a noisy copy of
+    # each frame attends to the context copies of the frames before it; DiT.forward_dense). Twice the
+    # tokens per window for six times the targets at window 6.
+    dense_targets: bool = False
 
 
 @dataclass
@@ -87,6 +91,21 @@ def sample_training_sigmas(
     weight = torch.ones(b, t, device=device)
     weight[forced, :-1] = 0.0
     return torch.where(forced[:, None], ctx, sigma), weight
+
+
+def sample_dense_sigmas(
+    b: int, t: int, cfg: DiffusionConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise levels ``(b, t)`` of the context copies and of the target copies of a dense window.
+
+    Targets are log-normal (EDM). The context is held at a small random level in teacher-forced
+    windows and at log-normal levels in the rest (diffusion forcing: learn to read noisy context).
+    """
+    target = (torch.randn(b, t, device=device) * cfg.p_std + cfg.p_mean).exp()
+    forced = torch.rand(b, device=device) < cfg.teacher_forcing
+    low = torch.rand(b, t, device=device) * cfg.context_sigma_max + cfg.sigma_min
+    high = (torch.randn(b, t, device=device) * cfg.p_std + cfg.p_mean).exp()
+    return torch.where(forced[:, None], low, high), target
 
 
 def sampling_sigmas(

@@ -356,6 +356,58 @@ class DiT(nn.Module):
             tokens = block(tokens, cond, rope, masks[block.kind])
         return self._output(tokens, cond, h, w)
 
+    def forward_dense(
+        self,
+        context: torch.Tensor,  # (b, t, c, h, w) preconditioned frames at context noise levels
+        context_c_noise: torch.Tensor,  # (b, t)
+        noisy: torch.Tensor,  # (b, t, c, h, w) preconditioned frames at training noise levels
+        noisy_c_noise: torch.Tensor,  # (b, t)
+        actions: torch.Tensor,  # (b, t) or (b, t, a)
+        valid: torch.Tensor,  # (b, t)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher forcing with a target at every frame: a noisy copy of each frame attends to itself
+        and to the context copies of the frames before it, exactly what the new frame of a rollout
+        sees. The context copies attend block-causally among themselves (as ``forward``). Costs two
+        windows of tokens and trains ``t`` frames where ``forward`` with a teacher-forced window
+        trains one. Returns (output, reward, term logit) of the noisy copies and of the context
+        copies, concatenated along time: ``(b, 2t, ...)``, context first."""
+        b, t, _, h, w = context.shape
+        p = self.cfg.patch_size
+        prev = torch.cat([torch.zeros_like(context[:, :1]), context[:, :-1]], dim=1)
+        prev_c_noise = torch.cat(
+            [torch.full_like(context_c_noise[:, :1], NO_PREV_C_NOISE), context_c_noise[:, :-1]], dim=1
+        )
+        tokens = torch.cat([self._embed(context, prev), self._embed(noisy, prev)], dim=1)  # (b, 2t, n, d)
+        n = tokens.shape[2]
+        cond = torch.cat(
+            [
+                self._condition(context_c_noise, actions, valid, prev_c_noise),
+                self._condition(noisy_c_noise, actions, valid, prev_c_noise),
+            ],
+            dim=1,
+        )  # (b, 2t, d)
+        cos, sin = rope_angles(t, h // p, w // p, self.cfg.dim // self.cfg.heads, device=context.device)
+        rope = (torch.cat([cos, cos]), torch.cat([sin, sin]))  # a noisy copy sits at its frame's time
+        frame = torch.arange(t, device=context.device)
+        age = frame[:, None] - frame[None, :]  # (t, t): query frame - key frame
+        sees_context = (age >= 0) & (age < self.cfg.context)
+        eye = torch.eye(t, dtype=torch.bool, device=context.device)
+        frame_mask = torch.cat(
+            [
+                torch.cat([sees_context, torch.zeros_like(eye)], dim=1),  # context rows
+                torch.cat([sees_context & ~eye, eye], dim=1),  # noisy rows: earlier context + itself
+            ],
+            dim=0,
+        )  # (2t, 2t)
+        masks = {
+            "full": frame_mask.repeat_interleave(n, 0).repeat_interleave(n, 1),
+            "temporal": frame_mask,
+            "spatial": None,
+        }
+        for block in self.blocks:
+            tokens = block(tokens, cond, rope, masks[block.kind])
+        return self._output(tokens, cond, h, w)
+
     def forward_cached(
         self,
         x: torch.Tensor,  # (b, 1, c, h, w) the new frame, preconditioned

@@ -145,3 +145,23 @@ def test_written_out_attention_matches_the_fused_kernel():
     torch.testing.assert_close(written, fused, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="unknown attention implementation"):
         set_attention_impl("flash")
+
+
+@pytest.mark.parametrize("attention", ATTENTION)
+def test_dense_targets_see_what_a_rollout_step_sees(attention):
+    """Each noisy copy of a dense window gets the output a rollout's new frame gets from the same
+    context (through the KV cache), also once the window is longer than the context."""
+    model = tiny(context=3, attention=attention)
+    ctx, c, a, v = inputs(t=6)
+    noisy, noisy_c, _, _ = inputs(t=6, h=8, w=6)
+    noisy, noisy_c = noisy.flip(0), noisy_c.flip(0)  # other values than the context
+    out, reward, term = model.forward_dense(ctx, c, noisy, noisy_c, a, v)
+    assert out.shape == (2, 12, 4, 8, 6) and reward.shape == term.shape == (2, 12)
+    cache = new_cache(model)
+    for t in range(6):
+        step = (slice(None), slice(t, t + 1))
+        new, _, _ = model.forward_cached(noisy[step], noisy_c[step], a[step], v[step], cache)
+        torch.testing.assert_close(new[:, 0], out[:, 6 + t], atol=1e-5, rtol=1e-4)
+        held, r, term_t = model.forward_cached(ctx[step], c[step], a[step], v[step], cache, write=True)
+        torch.testing.assert_close(held[:, 0], out[:, t], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(r[:, 0], reward[:, t], atol=1e-5, rtol=1e-4)
