@@ -317,10 +317,10 @@ def test_dense_targets_learn_from_every_frame_after_the_first(store):
         seen = {}
         forward = model.dynamics.forward_dense if dense else model.dynamics.forward
 
-        def spy(*args, _forward=forward, **kw):
+        def spy(*args, _forward=forward, _seen=seen, **kw):
             out, reward, term = _forward(*args, **kw)
             out.retain_grad()
-            seen["out"] = out
+            _seen["out"] = out
             return out, reward, term
 
         setattr(model.dynamics, "forward_dense" if dense else "forward", spy)
