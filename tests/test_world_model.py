@@ -29,9 +29,9 @@ def store(tmp_path_factory):
     return EpisodeStore(out)
 
 
-def tiny_model(seed=0):
+def tiny_model(seed=0, **dynamics):
     torch.manual_seed(seed)
-    return WorldModel(WorldModelConfig(dynamics=TINY))
+    return WorldModel(WorldModelConfig(dynamics={**TINY, **dynamics}))
 
 
 def test_tiny_model_overfits_one_batch(store):
@@ -70,8 +70,9 @@ def test_rollout_shapes_and_seeded_determinism(store):
     assert not np.array_equal(f1, f3)
 
 
-def test_save_load_round_trip_gives_identical_rollouts(store, tmp_path):
-    model = tiny_model(seed=3).eval()
+@pytest.mark.parametrize("prev_frames", [1, 2])
+def test_save_load_round_trip_gives_identical_rollouts(store, tmp_path, prev_frames):
+    model = tiny_model(seed=3, prev_frames=prev_frames).eval()
     bank = {"frames": store.load(0).frames[None, :3], "actions": store.load(0).actions[None, :2]}
     model.save_pretrained(tmp_path / "m", start_bank=bank)
     loaded = WorldModel.from_pretrained(tmp_path / "m")

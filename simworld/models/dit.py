@@ -46,6 +46,10 @@ class DynamicsConfig:
     # each patch also carries the same patch of the previous frame: a spacetime patch two frames deep
     # (overlapping in time), so "mostly copy the last frame" is local to a token, not learned attention
     prev_frame_input: bool = True
+    # how many previous frames each patch carries (with prev_frame_input): 2 puts the last two side
+    # by side, so a token sees locally how far its content moved (velocity), as DIAMOND's denoiser
+    # sees its stacked frames as input channels
+    prev_frames: int = 1
     # "block_causal": every block attends over all tokens of its frame and the earlier frames.
     # "factorised": blocks alternate spatial attention (the frame's own tokens) and causal temporal
     # attention (the same patch position in the earlier frames), as in ST-DiT / Latte / Oasis.
@@ -62,6 +66,10 @@ class DynamicsConfig:
         self.heads = self.heads or heads
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if not 1 <= self.prev_frames <= self.context:
+            raise ValueError(
+                f"prev_frames must be between 1 and the context ({self.context}), got {self.prev_frames}"
+            )
 
 
 ATTENTION_IMPLS = ("sdpa", "math")
@@ -86,6 +94,20 @@ def attend(
     if attn_mask is not None:
         scores = scores.masked_fill(~attn_mask, float("-inf"))
     return scores.softmax(dim=-1) @ v
+
+
+def previous_frames(
+    seq: torch.Tensor, c_noise: torch.Tensor, k: int, start: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` frames before each frame of ``seq[:, start:]``, newest first: ``(b, t, k, ...)``, and
+    their noise levels ``(b, t, k)``; zeros at ``NO_PREV_C_NOISE`` where a sequence has none."""
+    b, length = c_noise.shape
+    pad = torch.zeros((b, k, *seq.shape[2:]), dtype=seq.dtype, device=seq.device)
+    seq = torch.cat([pad, seq], dim=1)  # frame j now at j + k
+    c_noise = torch.cat([torch.full_like(c_noise[:, :1], NO_PREV_C_NOISE).expand(b, k), c_noise], dim=1)
+    frames = [seq[:, k - 1 - i + start : k - 1 - i + length] for i in range(k)]
+    noise = [c_noise[:, k - 1 - i + start : k - 1 - i + length] for i in range(k)]
+    return torch.stack(frames, dim=2), torch.stack(noise, dim=2)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -237,10 +259,13 @@ class DiT(nn.Module):
         super().__init__()
         self.cfg = cfg
         d, p, c = cfg.dim, cfg.patch_size, cfg.latent_channels
-        self.patch_in = nn.Linear(c * p * p * (2 if cfg.prev_frame_input else 1), d)
+        self.n_prev = cfg.prev_frames if cfg.prev_frame_input else 0
+        self.patch_in = nn.Linear(c * p * p * (1 + self.n_prev), d)
         self.noise_emb = NoiseEmbedder(d)
-        # how noisy the previous frame (the patch's second half) is: trust it when it is clean
+        # how noisy the previous frame (the patch's second part) is: trust it when it is clean
         self.prev_noise_emb = NoiseEmbedder(d) if cfg.prev_frame_input else None
+        # the same for the frames before it (prev_frames > 1)
+        self.older_noise_emb = nn.ModuleList(NoiseEmbedder(d) for _ in range(self.n_prev - 1))
         self.action_emb = ActionEmbedder(cfg.action_space, d)
         kinds = ["full"] * cfg.depth
         if cfg.attention == "factorised":
@@ -288,10 +313,10 @@ class DiT(nn.Module):
         return x.reshape(b, t, c, h, w)
 
     def _embed(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
-        patches = self.patchify(x)  # (b, t, n, c*p*p)
-        if self.cfg.prev_frame_input:
-            patches = torch.cat([patches, self.patchify(prev)], dim=-1)  # (b, t, n, 2*c*p*p)
-        return self.patch_in(patches)  # (b, t, n, d)
+        """``x`` ``(b, t, c, h, w)``, ``prev`` ``(b, t, k, c, h, w)`` its previous frames, newest first."""
+        patches = [self.patchify(x)]  # (b, t, n, c*p*p)
+        patches += [self.patchify(prev[:, :, i]) for i in range(self.n_prev)]
+        return self.patch_in(torch.cat(patches, dim=-1))  # (b, t, n, (1+k)*c*p*p)
 
     def _condition(
         self,
@@ -301,8 +326,10 @@ class DiT(nn.Module):
         prev_c_noise: torch.Tensor | None,
     ) -> torch.Tensor:
         cond = self.noise_emb(c_noise) + self.action_emb(actions, valid)  # (b, t, d)
-        if self.prev_noise_emb is not None:
-            cond = cond + self.prev_noise_emb(prev_c_noise)
+        if self.prev_noise_emb is not None:  # prev_c_noise (b, t, k), newest first
+            cond = cond + self.prev_noise_emb(prev_c_noise[..., 0])
+            for i, emb in enumerate(self.older_noise_emb, start=1):
+                cond = cond + emb(prev_c_noise[..., i])
         return cond
 
     def _output(self, x: torch.Tensor, c: torch.Tensor, h: int, w: int):
@@ -318,18 +345,15 @@ class DiT(nn.Module):
         c_noise: torch.Tensor,  # (b, t)
         actions: torch.Tensor,  # (b, t) or (b, t, a): the action that led to each frame
         valid: torch.Tensor,  # (b, t) bool: False where a frame has no previous action
-        prev: torch.Tensor | None = None,  # (b, t, c, h, w) each frame's previous frame (default: x shifted)
-        prev_c_noise: torch.Tensor | None = None,  # (b, t)
+        prev: torch.Tensor | None = None,  # (b, t, k, c, h, w) each frame's previous frames (default: x's)
+        prev_c_noise: torch.Tensor | None = None,  # (b, t, k)
         key_valid: torch.Tensor | None = None,  # (b, t) bool: False for padding frames nobody may see
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All frames at once, block-causally. Returns (output (b,t,c,h,w), reward (b,t), term logit (b,t))."""
         b, t, _, h, w = x.shape
         p = self.cfg.patch_size
         if prev is None:
-            prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)  # (b, t, c, h, w)
-            prev_c_noise = torch.cat(
-                [torch.full_like(c_noise[:, :1], NO_PREV_C_NOISE), c_noise[:, :-1]], dim=1
-            )
+            prev, prev_c_noise = previous_frames(x, c_noise, max(self.n_prev, 1))  # (b, t, k, ...)
         tokens = self._embed(x, prev)  # (b, t, n, d)
         n = tokens.shape[2]
         cond = self._condition(c_noise, actions, valid, prev_c_noise)  # (b, t, d)
@@ -373,10 +397,7 @@ class DiT(nn.Module):
         copies, concatenated along time: ``(b, 2t, ...)``, context first."""
         b, t, _, h, w = context.shape
         p = self.cfg.patch_size
-        prev = torch.cat([torch.zeros_like(context[:, :1]), context[:, :-1]], dim=1)
-        prev_c_noise = torch.cat(
-            [torch.full_like(context_c_noise[:, :1], NO_PREV_C_NOISE), context_c_noise[:, :-1]], dim=1
-        )
+        prev, prev_c_noise = previous_frames(context, context_c_noise, max(self.n_prev, 1))
         tokens = torch.cat([self._embed(context, prev), self._embed(noisy, prev)], dim=1)  # (b, 2t, n, d)
         n = tokens.shape[2]
         cond = torch.cat(
@@ -408,6 +429,27 @@ class DiT(nn.Module):
             tokens = block(tokens, cond, rope, masks[block.kind])
         return self._output(tokens, cond, h, w)
 
+    @staticmethod
+    def _history_and_new(
+        x: torch.Tensor, c_noise: torch.Tensor, cache: KVCache
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cache's history of inputs (absent frames at ``NO_PREV_C_NOISE``) with the new frame
+        appended: ``(b, context + 1, ...)`` and ``(b, context + 1)``."""
+        hist, filled = cache.history, cache.history_filled
+        hist_c_noise = torch.where(filled, hist["c_noise"], torch.full_like(hist["c_noise"], NO_PREV_C_NOISE))
+        seq = torch.cat([hist["x"], x.to(hist["x"].dtype)], dim=1)
+        return seq, torch.cat([hist_c_noise, c_noise.to(hist_c_noise.dtype)], dim=1)
+
+    def _cached_previous(
+        self, x: torch.Tensor, c_noise: torch.Tensor, cache: KVCache
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The new frame's previous frames ``(b, 1, k, ...)`` and noise levels from the cache's history."""
+        k = max(self.n_prev, 1)
+        if cache.history is None:  # nothing written since the cache was made
+            return previous_frames(x, c_noise, k)
+        seq, seq_c_noise = self._history_and_new(x, c_noise, cache)
+        return previous_frames(seq, seq_c_noise, k, start=seq.shape[1] - 1)
+
     def forward_cached(
         self,
         x: torch.Tensor,  # (b, 1, c, h, w) the new frame, preconditioned
@@ -419,7 +461,7 @@ class DiT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One new frame attending to the cached context (and itself); ``write`` adds it to the cache."""
         _, _, _, h, w = x.shape
-        prev, prev_c_noise = cache.prev_input(x, c_noise, NO_PREV_C_NOISE)
+        prev, prev_c_noise = self._cached_previous(x, c_noise, cache)
         tokens = self._embed(x, prev)  # (b, 1, n, d)
         cond = self._condition(c_noise, actions, valid, prev_c_noise)
         for block, slot in zip(self.blocks, self.cache_slot, strict=True):
@@ -441,7 +483,7 @@ class DiT(nn.Module):
         last ``context - 1`` frames (from ``cache.history``) is run again with the new one. Costs
         ``context`` times the tokens; the reference the cache is measured against."""
         if cache.history is None:  # nothing written yet: the new frame alone
-            prev, prev_c_noise = cache.prev_input(x, c_noise, NO_PREV_C_NOISE)
+            prev, prev_c_noise = self._cached_previous(x, c_noise, cache)
             out = self.forward(x, c_noise, actions, valid, prev=prev, prev_c_noise=prev_c_noise)
         else:
             hist, filled = cache.history, cache.history_filled  # (b, context, ...), oldest first
@@ -449,10 +491,11 @@ class DiT(nn.Module):
             def window(key: str, new: torch.Tensor) -> torch.Tensor:
                 return torch.cat([hist[key][:, 1:], new.to(hist[key].dtype)], dim=1)
 
-            prev = hist["x"]  # each window frame's previous frame: the one before it in the history
-            prev_c_noise = torch.where(
-                filled, hist["c_noise"], torch.full_like(hist["c_noise"], NO_PREV_C_NOISE)
-            )
+            # each window frame's previous frames: the ones before it in the history (frames older
+            # than the history are gone and count as absent: with prev_frames > 1 the oldest window
+            # frames then differ from what the cache saw)
+            seq, seq_c_noise = self._history_and_new(x, c_noise, cache)
+            prev, prev_c_noise = previous_frames(seq, seq_c_noise, max(self.n_prev, 1), start=1)
             key_valid = torch.cat([filled[:, 1:], torch.ones_like(filled[:, :1])], dim=1)
             out = self.forward(
                 window("x", x),

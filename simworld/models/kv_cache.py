@@ -114,16 +114,6 @@ class KVCache:
         """``(b, 1, c, h, w)``: the input of the last frame written (zeros after a reset), or None."""
         return None if self.history is None else self.history["x"][:, -1:]
 
-    def prev_input(
-        self, like: torch.Tensor, like_c_noise: torch.Tensor, no_prev: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The input and noise level of the last frame written (zeros and ``no_prev`` after a reset)."""
-        if self.history is None:
-            return torch.zeros_like(like), torch.full_like(like_c_noise, no_prev)
-        last = self.history_filled[:, -1:]
-        c_noise = self.history["c_noise"][:, -1:]
-        return self.history["x"][:, -1:], torch.where(last, c_noise, torch.full_like(c_noise, no_prev))
-
     def advance(
         self, x: torch.Tensor, c_noise: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor
     ) -> None:

@@ -59,11 +59,12 @@ def test_later_frames_do_not_change_earlier_predictions(attention):
 
 
 @pytest.mark.parametrize(
-    "discrete,attention", [(True, "block_causal"), (False, "block_causal"), (True, "factorised")]
+    "discrete,attention,prev_frames",
+    [(True, "block_causal", 1), (False, "block_causal", 1), (True, "factorised", 1), (True, "factorised", 2)],
 )
-def test_kv_cache_matches_full_forward_beyond_the_window(discrete, attention):
+def test_kv_cache_matches_full_forward_beyond_the_window(discrete, attention, prev_frames):
     space = None if discrete else {"type": "Box", "shape": [2], "low": [-1, -1], "high": [1, 1]}
-    model = tiny(context=3, action_space=space, attention=attention)
+    model = tiny(context=3, action_space=space, attention=attention, prev_frames=prev_frames)
     x, c, a, v = inputs(t=7, discrete=discrete)
     full, full_r, full_t = model(x, c, a, v)
     cache = new_cache(model)
@@ -147,11 +148,11 @@ def test_written_out_attention_matches_the_fused_kernel():
         set_attention_impl("flash")
 
 
-@pytest.mark.parametrize("attention", ATTENTION)
-def test_dense_targets_see_what_a_rollout_step_sees(attention):
+@pytest.mark.parametrize("attention,prev_frames", [("block_causal", 1), ("factorised", 1), ("factorised", 3)])
+def test_dense_targets_see_what_a_rollout_step_sees(attention, prev_frames):
     """Each noisy copy of a dense window gets the output a rollout's new frame gets from the same
     context (through the KV cache), also once the window is longer than the context."""
-    model = tiny(context=3, attention=attention)
+    model = tiny(context=3, attention=attention, prev_frames=prev_frames)
     ctx, c, a, v = inputs(t=6)
     noisy, noisy_c, _, _ = inputs(t=6, h=8, w=6)
     noisy, noisy_c = noisy.flip(0), noisy_c.flip(0)  # other values than the context
@@ -165,3 +166,19 @@ def test_dense_targets_see_what_a_rollout_step_sees(attention):
         held, r, term_t = model.forward_cached(ctx[step], c[step], a[step], v[step], cache, write=True)
         torch.testing.assert_close(held[:, 0], out[:, t], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(r[:, 0], reward[:, t], atol=1e-5, rtol=1e-4)
+
+
+def test_patches_carry_as_many_previous_frames_as_configured():
+    """With prev_frames=2 a frame's output depends on the frame two back even where attention
+    cannot reach it (context 1: no temporal attention at all); with 1 it does not."""
+    for prev_frames, reaches in ((1, False), (2, True)):
+        model = tiny(context=2, attention="factorised", prev_frames=prev_frames)
+        model.cfg.context = 1  # attention sees the frame itself only; the patches carry the past
+        x, c, a, v = inputs(t=4)
+        out = model(x, c, a, v)[0]
+        x2 = x.clone()
+        x2[:, 1] += 1.0  # two frames before frame 3
+        changed = not torch.allclose(model(x2, c, a, v)[0][:, 3], out[:, 3])
+        assert changed == reaches
+    with pytest.raises(ValueError, match="prev_frames"):
+        DynamicsConfig(context=2, prev_frames=3)
