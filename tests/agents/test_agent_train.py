@@ -1,6 +1,7 @@
 """Agents: trained in the dream or the real world, scored in the real world, resumable; the loop."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +162,13 @@ def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):
     assert again["arms"]["dream"]["mean"] == summary["arms"]["dream"]["mean"]
     with pytest.raises(ValueError, match="unknown arms"):
         BenchConfig(**{**cfg, "arms": ["dreamy"]})
+
+
+def test_the_loop_builds_the_world_model_simworld_train_builds():
+    """Without ``model.dynamics`` the loop's model is the `simworld train` default (configs/dynamics/S.yaml)."""
+    import yaml
+
+    from agents.loop import LOOP_DYNAMICS
+
+    config = Path(__file__).parents[2] / "configs" / "dynamics" / "S.yaml"
+    assert yaml.safe_load(config.read_text()) == LOOP_DYNAMICS
