@@ -431,11 +431,13 @@ class DiT(nn.Module):
 
     @staticmethod
     def _history_and_new(
-        x: torch.Tensor, c_noise: torch.Tensor, cache: KVCache
+        x: torch.Tensor, c_noise: torch.Tensor, cache: KVCache, keep: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cache's history of inputs (absent frames at ``NO_PREV_C_NOISE``) with the new frame
-        appended: ``(b, context + 1, ...)`` and ``(b, context + 1)``."""
-        hist, filled = cache.history, cache.history_filled
+        """The cache's history of inputs (its last ``keep`` frames; absent ones at ``NO_PREV_C_NOISE``)
+        with the new frame appended: ``(b, keep + 1, ...)`` and ``(b, keep + 1)``."""
+        n = keep or cache.window
+        hist = {k: v[:, -n:] for k, v in cache.history.items()}
+        filled = cache.history_filled[:, -n:]
         hist_c_noise = torch.where(filled, hist["c_noise"], torch.full_like(hist["c_noise"], NO_PREV_C_NOISE))
         seq = torch.cat([hist["x"], x.to(hist["x"].dtype)], dim=1)
         return seq, torch.cat([hist_c_noise, c_noise.to(hist_c_noise.dtype)], dim=1)
@@ -447,8 +449,8 @@ class DiT(nn.Module):
         k = max(self.n_prev, 1)
         if cache.history is None:  # nothing written since the cache was made
             return previous_frames(x, c_noise, k)
-        seq, seq_c_noise = self._history_and_new(x, c_noise, cache)
-        return previous_frames(seq, seq_c_noise, k, start=seq.shape[1] - 1)
+        seq, seq_c_noise = self._history_and_new(x, c_noise, cache, keep=k)
+        return previous_frames(seq, seq_c_noise, k, start=k)
 
     def forward_cached(
         self,
