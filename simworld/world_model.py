@@ -155,12 +155,14 @@ class WorldModel(nn.Module):
             clean = self.encode(x)  # (b, t, c, h, w)
         actions, valid = self.previous_actions(batch["actions"].to(self.device), t)
         cap = self.diffusion.context_sigma_max + self.diffusion.sigma_min
+
+        def noised(levels: torch.Tensor):  # (b, t) -> noisy latents and their preconditioning
+            s = levels[..., None, None, None]
+            return clean + s * torch.randn_like(clean), precondition(s, self.diffusion.sigma_data)
+
         if self.diffusion.dense_targets:  # every frame a target, beside a context copy of the window
             ctx_sigma, sigma = sample_dense_sigmas(b, t, self.diffusion, clean.device)  # (b, t) each
-            ctx = clean + ctx_sigma[..., None, None, None] * torch.randn_like(clean)
-            noisy = clean + sigma[..., None, None, None] * torch.randn_like(clean)
-            pre = precondition(sigma[..., None, None, None], self.diffusion.sigma_data)
-            ctx_pre = precondition(ctx_sigma[..., None, None, None], self.diffusion.sigma_data)
+            (ctx, ctx_pre), (noisy, pre) = noised(ctx_sigma), noised(sigma)
             out, reward, term = self.dynamics.forward_dense(
                 ctx_pre.c_in * ctx,
                 ctx_pre.c_noise[..., 0, 0, 0],
@@ -176,8 +178,7 @@ class WorldModel(nn.Module):
             weight[:, 0] = 0.0  # a rollout never generates a frame without a previous one
         else:
             sigma, weight = sample_training_sigmas(b, t, self.diffusion, clean.device)  # (b, t) each
-            noisy = clean + sigma[..., None, None, None] * torch.randn_like(clean)
-            pre = precondition(sigma[..., None, None, None], self.diffusion.sigma_data)
+            noisy, pre = noised(sigma)
             out, reward, term = self.dynamics(pre.c_in * noisy, pre.c_noise[..., 0, 0, 0], actions, valid)
             ctx, ctx_sigma = noisy, sigma  # each frame is the next one's context
         motion = self.diffusion.motion_weight

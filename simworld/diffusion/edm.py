@@ -54,7 +54,7 @@ class DiffusionConfig:
     residual: bool = False
     # True: every frame of a teacher-forced window is a target, not only the last (a noisy copy of
     # each frame attends to the context copies of the frames before it; DiT.forward_dense). Twice the
-    # tokens per window for six times the targets at window 6.
+    # tokens per window for five times the targets at window 6 (every frame but the first).
     dense_targets: bool = False
 
 
@@ -76,6 +76,21 @@ def precondition(sigma: torch.Tensor, sigma_data: float) -> Precond:
     )
 
 
+def _lognormal(b: int, t: int, cfg: DiffusionConfig, device: torch.device) -> torch.Tensor:
+    return (torch.randn(b, t, device=device) * cfg.p_std + cfg.p_mean).exp()
+
+
+def _training_levels(
+    b: int, t: int, cfg: DiffusionConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-normal levels ``(b, t)``, which windows are teacher-forced ``(b,)``, and low context
+    levels ``U(sigma_min, sigma_min + context_sigma_max)`` ``(b, t)``."""
+    sigma = _lognormal(b, t, cfg, device)
+    forced = torch.rand(b, device=device) < cfg.teacher_forcing
+    ctx = torch.rand(b, t, device=device) * cfg.context_sigma_max + cfg.sigma_min
+    return sigma, forced, ctx
+
+
 def sample_training_sigmas(
     b: int, t: int, cfg: DiffusionConfig, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,9 +99,7 @@ def sample_training_sigmas(
     Also returns per-frame loss weights ``(b, t)``: a forced window learns from its last frame only
     (denoising its barely-noised context would fill the loss with noise it cannot predict).
     """
-    sigma = (torch.randn(b, t, device=device) * cfg.p_std + cfg.p_mean).exp()
-    forced = torch.rand(b, device=device) < cfg.teacher_forcing
-    ctx = torch.rand(b, t, device=device) * cfg.context_sigma_max + cfg.sigma_min
+    sigma, forced, ctx = _training_levels(b, t, cfg, device)
     ctx[:, -1] = sigma[:, -1]
     weight = torch.ones(b, t, device=device)
     weight[forced, :-1] = 0.0
@@ -101,10 +114,8 @@ def sample_dense_sigmas(
     Targets are log-normal (EDM). The context is held at a small random level in teacher-forced
     windows and at log-normal levels in the rest (diffusion forcing: learn to read noisy context).
     """
-    target = (torch.randn(b, t, device=device) * cfg.p_std + cfg.p_mean).exp()
-    forced = torch.rand(b, device=device) < cfg.teacher_forcing
-    low = torch.rand(b, t, device=device) * cfg.context_sigma_max + cfg.sigma_min
-    high = (torch.randn(b, t, device=device) * cfg.p_std + cfg.p_mean).exp()
+    target, forced, low = _training_levels(b, t, cfg, device)
+    high = _lognormal(b, t, cfg, device)
     return torch.where(forced[:, None], low, high), target
 
 

@@ -110,6 +110,15 @@ def previous_frames(
     return torch.stack(frames, dim=2), torch.stack(noise, dim=2)
 
 
+def block_masks(frame_mask: torch.Tensor, n: int) -> dict[str, torch.Tensor | None]:
+    """Which frame may see which ``(t, t)`` -> the attention mask of each block kind, ``n`` tokens a frame."""
+    return {
+        "full": frame_mask.repeat_interleave(n, 0).repeat_interleave(n, 1),  # (t*n, t*n)
+        "temporal": frame_mask,
+        "spatial": None,
+    }
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
 
@@ -363,11 +372,7 @@ class DiT(nn.Module):
         age = frame[:, None] - frame[None, :]  # (t, t)
         frame_mask = (age >= 0) & (age < self.cfg.context)  # (t, t)
         if key_valid is None:
-            masks = {
-                "full": frame_mask.repeat_interleave(n, 0).repeat_interleave(n, 1),  # (t*n, t*n)
-                "temporal": frame_mask,
-                "spatial": None,
-            }
+            masks = block_masks(frame_mask, n)
         else:  # padding frames are hidden from everyone but themselves (no empty softmax rows)
             eye = torch.eye(t, dtype=torch.bool, device=x.device)
             fm = frame_mask & (key_valid[:, None, :] | eye)  # (b, t, t)
@@ -420,11 +425,7 @@ class DiT(nn.Module):
             ],
             dim=0,
         )  # (2t, 2t)
-        masks = {
-            "full": frame_mask.repeat_interleave(n, 0).repeat_interleave(n, 1),
-            "temporal": frame_mask,
-            "spatial": None,
-        }
+        masks = block_masks(frame_mask, n)
         for block in self.blocks:
             tokens = block(tokens, cond, rope, masks[block.kind])
         return self._output(tokens, cond, h, w)
