@@ -54,6 +54,13 @@ class DynamicsConfig:
     # "factorised": blocks alternate spatial attention (the frame's own tokens) and causal temporal
     # attention (the same patch position in the earlier frames), as in ST-DiT / Latte / Oasis.
     attention: str = "block_causal"
+    # > 0: that many residual 3x3 convolutions at latent resolution after the transformer, over its
+    # output and features, the noisy frame and its previous frames (LocalHead). Patch tokens are slow
+    # to learn small shifts inside and across patches (a moving ball); convolutions learn them in a
+    # few hundred steps (docs/results.md, "Local head"). 0 keeps the plain DiT output layer.
+    local_layers: int = 0
+    local_channels: int = 64
+    local_features: int = 16  # transformer features per latent position handed to the convolutions
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_KINDS:
@@ -66,6 +73,11 @@ class DynamicsConfig:
         self.heads = self.heads or heads
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.local_layers < 0 or self.local_channels % 8 or self.local_features < 1:
+            raise ValueError(
+                "local head: local_layers must be >= 0, local_channels a multiple of 8 (group norm) and "
+                f"local_features >= 1, got {self.local_layers}, {self.local_channels}, {self.local_features}"
+            )
         if not 1 <= self.prev_frames <= self.context:
             raise ValueError(
                 f"prev_frames must be between 1 and the context ({self.context}), got {self.prev_frames}"
@@ -261,6 +273,28 @@ class DiTBlock(nn.Module):
         return self.attn.proj(out.transpose(1, 2).flatten(2))
 
 
+class LocalHead(nn.Module):
+    """Residual 3x3 convolutions at latent resolution, conditioned (FiLM) on the frame's noise level,
+    action and previous frames' noise levels. Reads ``(b, t, inputs, h, w)``, returns a correction to
+    the transformer's output ``(b, t, c, h, w)``; starts at zero."""
+
+    def __init__(self, inputs: int, out: int, channels: int, layers: int, cond_dim: int) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(inputs, channels, 3, padding=1)
+        self.norms = nn.ModuleList(nn.GroupNorm(8, channels, affine=False) for _ in range(layers))
+        self.films = nn.ModuleList(nn.Linear(cond_dim, 2 * channels) for _ in range(layers))
+        self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in range(layers))
+        self.out = nn.Conv2d(channels, out, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        h, c = self.inp(x.flatten(0, 1)), F.silu(cond.flatten(0, 1))  # (b*t, ch, h, w), (b*t, d)
+        for norm, film, conv in zip(self.norms, self.films, self.convs, strict=True):
+            scale, shift = film(c)[:, :, None, None].chunk(2, dim=1)
+            h = h + conv(F.silu(modulate(norm(h), shift, scale)))
+        return self.out(F.silu(h)).unflatten(0, (b, t))
+
+
 class DiT(nn.Module):
     """Block-causal diffusion transformer over latent frames, with reward and termination heads."""
 
@@ -290,6 +324,12 @@ class DiT(nn.Module):
         # reward and termination of the transition into each frame, read from its pooled tokens
         self.reward_head = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 1))
         self.term_head = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 1))
+        self.local_head = None
+        if cfg.local_layers > 0:
+            f = cfg.local_features
+            self.feature_out = nn.Linear(d, f * p * p)
+            inputs = f + c * (2 + self.n_prev)  # features, transformer output, noisy frame, previous ones
+            self.local_head = LocalHead(inputs, c, cfg.local_channels, cfg.local_layers, d)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -306,6 +346,9 @@ class DiT(nn.Module):
         for m in (self.ada_out[-1], self.patch_out, self.reward_head[-1], self.term_head[-1]):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
+        if self.local_head is not None:  # starts as the plain transformer output
+            nn.init.zeros_(self.local_head.out.weight)
+            nn.init.zeros_(self.local_head.out.bias)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c, h, w = x.shape
@@ -315,9 +358,9 @@ class DiT(nn.Module):
         x = x.reshape(b, t, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)  # (b, t, h/p, w/p, c, p, p)
         return x.flatten(4).flatten(2, 3)  # (b, t, n, c*p*p)
 
-    def unpatchify(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def unpatchify(self, x: torch.Tensor, h: int, w: int, channels: int | None = None) -> torch.Tensor:
         b, t, n, _ = x.shape
-        p, c = self.cfg.patch_size, self.cfg.latent_channels
+        p, c = self.cfg.patch_size, channels or self.cfg.latent_channels
         x = x.reshape(b, t, h // p, w // p, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # (b, t, c, h/p, p, w/p, p)
         return x.reshape(b, t, c, h, w)
 
@@ -341,10 +384,21 @@ class DiT(nn.Module):
                 cond = cond + emb(prev_c_noise[..., i])
         return cond
 
-    def _output(self, x: torch.Tensor, c: torch.Tensor, h: int, w: int):
+    def _output(self, x: torch.Tensor, c: torch.Tensor, frames: torch.Tensor, prev: torch.Tensor):
+        """Tokens ``(b, t, n, d)`` -> output, reward, termination logit; ``frames`` ``(b, t, c, h, w)``
+        are the noisy inputs and ``prev`` ``(b, t, k, c, h, w)`` their previous frames (local head)."""
+        h, w = frames.shape[-2:]
         shift, scale = self.ada_out(c)[:, :, None].chunk(2, dim=-1)  # (b, t, 1, d)
         x = self.norm_out(x)  # (b, t, n, d)
-        out = self.unpatchify(self.patch_out(modulate(x, shift, scale)), h, w)  # (b, t, c, h, w)
+        mod = modulate(x, shift, scale)
+        out = self.unpatchify(self.patch_out(mod), h, w)  # (b, t, c, h, w)
+        if self.local_head is not None:
+            feats = self.feature_out(mod)  # (b, t, n, f*p*p)
+            feats = self.unpatchify(feats, h, w, channels=self.cfg.local_features)
+            inputs = [feats, out, frames.to(out.dtype)] + [
+                prev[:, :, i].to(out.dtype) for i in range(self.n_prev)
+            ]
+            out = out + self.local_head(torch.cat(inputs, dim=2), c)
         pooled = x.mean(dim=2)  # (b, t, d)
         return out, self.reward_head(pooled).squeeze(-1), self.term_head(pooled).squeeze(-1)
 
@@ -383,7 +437,7 @@ class DiT(nn.Module):
             }
         for block in self.blocks:
             tokens = block(tokens, cond, rope, masks[block.kind])
-        return self._output(tokens, cond, h, w)
+        return self._output(tokens, cond, x, prev)
 
     def forward_dense(
         self,
@@ -428,7 +482,7 @@ class DiT(nn.Module):
         masks = block_masks(frame_mask, n)
         for block in self.blocks:
             tokens = block(tokens, cond, rope, masks[block.kind])
-        return self._output(tokens, cond, h, w)
+        return self._output(tokens, cond, torch.cat([context, noisy], dim=1), torch.cat([prev, prev], dim=1))
 
     @staticmethod
     def _history_and_new(
@@ -471,7 +525,7 @@ class DiT(nn.Module):
             tokens = block(tokens, cond, None, None, cache=cache, layer=slot, write=write)
         if write:
             cache.advance(x, c_noise, actions, valid)
-        return self._output(tokens, cond, h, w)
+        return self._output(tokens, cond, x, prev)
 
     def forward_window(
         self,

@@ -29,6 +29,7 @@ def inputs(b=2, t=6, h=8, w=6, discrete=True):
 
 
 ATTENTION = ["block_causal", "factorised"]
+LOCAL = {"local_layers": 2, "local_channels": 8, "local_features": 3}  # a small local head
 
 
 def new_cache(model, batch=2, grid=(4, 3), context=3):
@@ -59,12 +60,18 @@ def test_later_frames_do_not_change_earlier_predictions(attention):
 
 
 @pytest.mark.parametrize(
-    "discrete,attention,prev_frames",
-    [(True, "block_causal", 1), (False, "block_causal", 1), (True, "factorised", 1), (True, "factorised", 2)],
+    "discrete,attention,prev_frames,local",
+    [
+        (True, "block_causal", 1, {}),
+        (False, "block_causal", 1, {}),
+        (True, "factorised", 1, {}),
+        (True, "factorised", 2, {}),
+        (True, "factorised", 2, LOCAL),
+    ],
 )
-def test_kv_cache_matches_full_forward_beyond_the_window(discrete, attention, prev_frames):
+def test_kv_cache_matches_full_forward_beyond_the_window(discrete, attention, prev_frames, local):
     space = None if discrete else {"type": "Box", "shape": [2], "low": [-1, -1], "high": [1, 1]}
-    model = tiny(context=3, action_space=space, attention=attention, prev_frames=prev_frames)
+    model = tiny(context=3, action_space=space, attention=attention, prev_frames=prev_frames, **local)
     x, c, a, v = inputs(t=7, discrete=discrete)
     full, full_r, full_t = model(x, c, a, v)
     cache = new_cache(model)
@@ -148,11 +155,14 @@ def test_written_out_attention_matches_the_fused_kernel():
         set_attention_impl("flash")
 
 
-@pytest.mark.parametrize("attention,prev_frames", [("block_causal", 1), ("factorised", 1), ("factorised", 3)])
-def test_dense_targets_see_what_a_rollout_step_sees(attention, prev_frames):
+@pytest.mark.parametrize(
+    "attention,prev_frames,local",
+    [("block_causal", 1, {}), ("factorised", 1, {}), ("factorised", 3, {}), ("factorised", 2, LOCAL)],
+)
+def test_dense_targets_see_what_a_rollout_step_sees(attention, prev_frames, local):
     """Each noisy copy of a dense window gets the output a rollout's new frame gets from the same
     context (through the KV cache), also once the window is longer than the context."""
-    model = tiny(context=3, attention=attention, prev_frames=prev_frames)
+    model = tiny(context=3, attention=attention, prev_frames=prev_frames, **local)
     ctx, c, a, v = inputs(t=6)
     noisy, noisy_c, _, _ = inputs(t=6, h=8, w=6)
     noisy, noisy_c = noisy.flip(0), noisy_c.flip(0)  # other values than the context
@@ -182,3 +192,24 @@ def test_patches_carry_as_many_previous_frames_as_configured():
         assert changed == reaches
     with pytest.raises(ValueError, match="prev_frames"):
         DynamicsConfig(context=2, prev_frames=3)
+
+
+def test_local_head_starts_as_the_plain_transformer():
+    """A fresh local head adds nothing: training starts from what the plain DiT computes."""
+    x, c, a, v = inputs(t=4)
+    torch.manual_seed(0)
+    plain = DiT(DynamicsConfig(latent_channels=4, size="tiny", context=2, attention="factorised"))
+    torch.manual_seed(0)
+    local = DiT(DynamicsConfig(latent_channels=4, size="tiny", context=2, attention="factorised", **LOCAL))
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        for p, q in zip(plain.parameters(), local.parameters(), strict=False):  # the shared ones come first
+            q.copy_(p)
+    torch.testing.assert_close(local(x, c, a, v)[0], plain(x, c, a, v)[0])
+    with torch.no_grad():
+        for p in local.local_head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    assert not torch.allclose(local(x, c, a, v)[0], plain(x, c, a, v)[0])
+    with pytest.raises(ValueError, match="multiple of 8"):
+        DynamicsConfig(local_layers=2, local_channels=12)
