@@ -140,7 +140,14 @@ def collect_with_policy(
 
 # the world model's architecture unless ``model.dynamics`` says otherwise: what `simworld train`
 # builds by default (configs/dynamics/S.yaml); factorised attention trains 1.5x faster (docs/results.md)
-LOOP_DYNAMICS = {"size": "S", "patch_size": 2, "context": 6, "attention": "factorised", "prev_frames": 1}
+LOOP_DYNAMICS = {
+    "size": "S",
+    "patch_size": 2,
+    "context": 6,
+    "attention": "factorised",
+    "prev_frames": 1,
+    "local_layers": 0,
+}
 
 
 def real_steps(store: EpisodeStore) -> int:

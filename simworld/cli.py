@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train the video compression network (VAE) on a store",
     ),
     "train": ("simworld.commands:train", "train the world model's dynamics on a store (resumable)"),
+    "motion-check": (
+        "simworld.commands:motion_check",
+        "can a dynamics recipe learn a square at constant velocity? next-frame MSE vs copying, per step",
+    ),
     "eval-model": ("simworld.commands:eval_model", "open-loop PSNR/SSIM, reward and termination scores"),
     "play": ("simworld.commands:play", "drive a dream from the keyboard in a pygame window"),
     "probe": (

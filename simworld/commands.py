@@ -98,6 +98,12 @@ def train(cfg: DictConfig) -> dict:
     return result
 
 
+def motion_check(cfg: DictConfig) -> dict:
+    from simworld.motion_check import MotionCheckConfig, run_motion_check
+
+    return run_motion_check(MotionCheckConfig(**_plain(cfg)))
+
+
 def eval_model(cfg: DictConfig) -> dict:
     from simworld.evaluate import EvalConfig, run_eval
 
