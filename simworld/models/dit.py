@@ -57,7 +57,7 @@ class DynamicsConfig:
     # > 0: that many residual 3x3 convolutions at latent resolution after the transformer, over its
     # output and features, the noisy frame and its previous frames (LocalHead). Patch tokens are slow
     # to learn small shifts inside and across patches (a moving ball); convolutions learn them in a
-    # few hundred steps (docs/results.md, "Local head"). 0 keeps the plain DiT output layer.
+    # few hundred steps (docs/results.md, "Session 7"). 0 keeps the plain DiT output layer.
     local_layers: int = 0
     local_channels: int = 64
     local_features: int = 16  # transformer features per latent position handed to the convolutions
@@ -517,7 +517,6 @@ class DiT(nn.Module):
         write: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One new frame attending to the cached context (and itself); ``write`` adds it to the cache."""
-        _, _, _, h, w = x.shape
         prev, prev_c_noise = self._cached_previous(x, c_noise, cache)
         tokens = self._embed(x, prev)  # (b, 1, n, d)
         cond = self._condition(c_noise, actions, valid, prev_c_noise)
