@@ -25,7 +25,9 @@ from tqdm import tqdm
 
 from simworld.data.atomic import atomic_write_bytes
 from simworld.models.tokenizer import frames_to_tensor, tensor_to_frames
+from simworld.plots import filmstrip
 from simworld.train.common import ema_update, warmup_cosine
+from simworld.train.world_model import latent_normalisation
 from simworld.world_model import WorldModel, WorldModelConfig
 
 FRAME = 64
@@ -141,17 +143,6 @@ class ConvReference(nn.Module):
         return two[:, 1] + self.net(two.flatten(1, 2))
 
 
-def _filmstrip(path: Path, clips: np.ndarray, pred: np.ndarray, rows: int = 8) -> None:
-    from PIL import Image
-
-    strip = [
-        np.concatenate([clips[i, -3], clips[i, -2], clips[i, -1], pred[i]], axis=1)
-        for i in range(min(rows, len(pred)))
-    ]
-    image = Image.fromarray(np.concatenate(strip, axis=0))
-    image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(path)
-
-
 def run_motion_check(cfg: MotionCheckConfig) -> dict[str, Any]:
     if cfg.window < 3:
         raise ValueError(
@@ -170,9 +161,8 @@ def run_motion_check(cfg: MotionCheckConfig) -> dict[str, Any]:
         **cfg.dynamics,
     }
     model = WorldModel(WorldModelConfig(dynamics=dynamics, diffusion=dict(cfg.diffusion)))
-    sample = frames_to_tensor(draw_clips(64, cfg.window, cfg, np.random.default_rng(cfg.seed + 1)))
-    latents = model.tokenizer.encode(sample)
-    model.cfg.latent_shift, model.cfg.latent_scale = float(latents.mean()), float(latents.std())
+    sample = draw_clips(64, cfg.window, cfg, np.random.default_rng(cfg.seed + 1))
+    model.cfg.latent_shift, model.cfg.latent_scale = latent_normalisation(model, sample)  # as simworld train
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup))
@@ -209,13 +199,13 @@ def run_motion_check(cfg: MotionCheckConfig) -> dict[str, Any]:
                 f"square visible in {row['visible']:.0%}, centroid error {row['centroid_error_px']:.1f} px, brightness {row['brightness']:.2f}"
             )
     bar.close()
-    _filmstrip(out / "filmstrip.png", held_out, pred)
+    # top rows the real clips' last three frames, below them the same two context frames and the imagined one
+    shown = held_out[:8, -3:]
+    filmstrip(out / "filmstrip.png", shown, np.concatenate([shown[:, :2], pred[:8, None]], axis=1), every=1)
     if cfg.reference:
         report["reference"] = _train_reference(cfg, held_out)
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
-    print(
-        f"report: {out / 'report.json'}, filmstrip (before, last, truth, imagined): {out / 'filmstrip.png'}"
-    )
+    print(f"report: {out / 'report.json'}, filmstrip (real above imagined): {out / 'filmstrip.png'}")
     return report
 
 

@@ -66,13 +66,19 @@ class TrainConfig:
 
 
 @torch.no_grad()
-def latent_stats(model: WorldModel, ds: WindowDataset, seed: int, windows: int = 64) -> tuple[float, float]:
-    """Mean and spread of the tokenizer's latents on training data -> (shift, scale) for sigma_data."""
+def latent_normalisation(model: WorldModel, frames) -> tuple[float, float]:
+    """Mean and spread of the tokenizer's latents of ``frames`` (uint8 ``(..., H, W, 3)``) ->
+    (shift, scale) that bring the latents to the spread ``sigma_data``."""
     from simworld.models.tokenizer import frames_to_tensor
 
-    batch = batch_for_step(ds, windows, seed, step=10**9)  # a batch no training step draws
-    z = model.tokenizer.encode(frames_to_tensor(batch["frames"], model.device))
+    with torch.no_grad():
+        z = model.tokenizer.encode(frames_to_tensor(frames, model.device))
     return float(z.mean()), float(z.std()) / model.diffusion.sigma_data
+
+
+def latent_stats(model: WorldModel, ds: WindowDataset, seed: int, windows: int = 64) -> tuple[float, float]:
+    """:func:`latent_normalisation` on a batch of training windows that no training step draws."""
+    return latent_normalisation(model, batch_for_step(ds, windows, seed, step=10**9)["frames"])
 
 
 def reward_values(store: EpisodeStore, max_values: int = 16) -> list[float] | None:
