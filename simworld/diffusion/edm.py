@@ -56,6 +56,11 @@ class DiffusionConfig:
     # each frame attends to the context copies of the frames before it; DiT.forward_dense). Twice the
     # tokens per window for five times the targets at window 6 (every frame but the first).
     dense_targets: bool = False
+    # share of target frames trained at exactly sigma_max, the level the sampler starts from. At
+    # sigma_max = 5 a latent still shows its frame through the noise, so a one-step sampler that
+    # starts from pure noise asks the network a question it never trained on (balls fade; with
+    # residual=true they stay behind as ghosts). Pair with a sigma_max that hides the frame (80).
+    sigma_max_fraction: float = 0.0
 
 
 @dataclass
@@ -80,12 +85,21 @@ def _lognormal(b: int, t: int, cfg: DiffusionConfig, device: torch.device) -> to
     return (torch.randn(b, t, device=device) * cfg.p_std + cfg.p_mean).exp()
 
 
+def _target_levels(b: int, t: int, cfg: DiffusionConfig, device: torch.device) -> torch.Tensor:
+    """Log-normal levels ``(b, t)``, a ``sigma_max_fraction`` of them replaced by sigma_max itself."""
+    sigma = _lognormal(b, t, cfg, device)
+    if cfg.sigma_max_fraction > 0:
+        top = torch.rand(b, t, device=device) < cfg.sigma_max_fraction
+        sigma = torch.where(top, torch.full_like(sigma, cfg.sigma_max), sigma)
+    return sigma
+
+
 def _training_levels(
     b: int, t: int, cfg: DiffusionConfig, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Log-normal levels ``(b, t)``, which windows are teacher-forced ``(b,)``, and low context
     levels ``U(sigma_min, sigma_min + context_sigma_max)`` ``(b, t)``."""
-    sigma = _lognormal(b, t, cfg, device)
+    sigma = _target_levels(b, t, cfg, device)
     forced = torch.rand(b, device=device) < cfg.teacher_forcing
     ctx = torch.rand(b, t, device=device) * cfg.context_sigma_max + cfg.sigma_min
     return sigma, forced, ctx
