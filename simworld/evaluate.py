@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from simworld.data.store import EpisodeStore
-from simworld.metrics import psnr_uint8, ssim_uint8
+from simworld.metrics import object_recall_uint8, psnr_uint8, ssim_uint8
 from simworld.plots import filmstrip
 from simworld.world_model import WorldModel
 
@@ -75,12 +75,14 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     gen = torch.Generator(device=model.device).manual_seed(cfg.seed)
     state = model.reset(frames[:, : cfg.context], actions[:, : cfg.context - 1], generator=gen)
     psnr, ssim = np.zeros((b, horizon)), np.zeros((b, horizon))
+    recall, ghost = np.zeros((b, horizon)), np.zeros((b, horizon))
     pred_r, pred_t = np.zeros((b, horizon)), np.zeros((b, horizon))
     shown = []  # the first few rollouts' frames, for the filmstrip
     for k in tqdm(range(horizon), desc="eval rollouts", disable=not cfg.progress):
         out, _, r, p = model.step(state, actions[:, cfg.context - 1 + k])
         truth = frames[:, cfg.context + k]
         psnr[:, k], ssim[:, k] = psnr_uint8(out, truth), ssim_uint8(out, truth)
+        recall[:, k], ghost[:, k] = object_recall_uint8(out, truth)
         if k < FILMSTRIP_STEPS:
             shown.append(out[: cfg.filmstrip])
         pred_r[:, k], pred_t[:, k] = r, p
@@ -101,6 +103,13 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
         # the trivial baseline a model must beat: the last real context frame, repeated
         held = psnr_uint8(frames[m, cfg.context - 1], frames[m, cfg.context + h - 1]) if m.any() else None
         result[f"copy_last_psnr@{h}"] = float(np.mean(np.minimum(held, 100.0))) if m.any() else None
+        # objects kept vs faded or left behind (PSNR rewards a faded frame; these do not)
+        result[f"object_recall@{h}"] = float(np.mean(recall[m, h - 1])) if m.any() else None
+        result[f"object_ghost@{h}"] = float(np.mean(ghost[m, h - 1])) if m.any() else None
+        if m.any():
+            kept, stray = object_recall_uint8(frames[m, cfg.context - 1], frames[m, cfg.context + h - 1])
+            result[f"copy_last_object_recall@{h}"] = float(np.mean(kept))
+            result[f"copy_last_object_ghost@{h}"] = float(np.mean(stray))
     result["reward_mae"] = float(np.abs(pred_r - rewards)[valid].mean())
     result["reward_true_mean"] = float(rewards[valid].mean())
     fired, truth = (pred_t > 0.5) & valid, terms.astype(bool) & valid
@@ -206,6 +215,15 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
         + "".join("     n/a" if v is None else f"  {v:6.2f}" for v in vals)
         + "  (PSNR of repeating the last real frame)"
     )
+    for name, what in (("object_recall", "objects kept"), ("object_ghost", "drawn where none are")):
+        for prefix, label in (("", name.replace("object_", "obj ")), ("copy_last_", "  copy-last")):
+            vals = [result.get(f"{prefix}{name}@{h}") for h in horizons]
+            if any(v is not None for v in vals):
+                print(
+                    f"{label:<9}"
+                    + "".join("     n/a" if v is None else f"  {v:6.2f}" for v in vals)
+                    + (f"  ({what})" if not prefix else "")
+                )
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     print(
         f"reward MAE {result['reward_mae']:.4f} (true mean reward {result['reward_true_mean']:.4f}); "

@@ -133,6 +133,50 @@ def foreground_mask(frames: np.ndarray | torch.Tensor, dilate: int = 1) -> np.nd
     return mask.numpy() if as_numpy else mask
 
 
+def object_recall_uint8(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How much of each true frame's objects a prediction keeps, and how much it paints elsewhere.
+
+    An object pixel's contrast is its largest channel distance from the true frame's background
+    (its most common colour). ``recall`` is the share of the true contrast that the prediction
+    reproduces at the true object pixels (``min`` of the two contrasts, so a faded object scores
+    its remaining brightness); ``ghost`` is the prediction's contrast outside them, per unit of true
+    contrast (an object left where it was, or drawn where none is). A faded frame scores
+    (0, 0), a perfect one (1, 0), the last frame repeated after its objects moved away (0, 1).
+    PSNR rewards fading (a blank frame is close to a sparse one); these do not.
+
+    Args:
+        pred, true: ``uint8 (..., H, W, 3)``.
+
+    Returns:
+        ``recall, ghost``: ``float64 (...)`` each; frames without objects score recall 1 and ghost 0
+        when the prediction has none either (ghost counts pixels of contrast then).
+    """
+    if pred.shape != true.shape:
+        raise ValueError(f"prediction {pred.shape} and truth {true.shape} differ in shape")
+    t = true.astype(np.int32)
+    h, w = t.shape[-3:-1]
+    flat = t.reshape(-1, h * w, 3)
+    packed = (flat[..., 0] << 16) | (flat[..., 1] << 8) | flat[..., 2]
+    bg_packed = np.array([_mode(row) for row in packed], dtype=np.int64)
+    bg = np.stack([(bg_packed >> 16) & 255, (bg_packed >> 8) & 255, bg_packed & 255], -1)
+    bg = bg.reshape(*t.shape[:-3], 1, 1, 3)
+    c_true = np.abs(t - bg).max(-1).astype(np.float64)
+    c_pred = np.abs(pred.astype(np.int32) - bg).max(-1).astype(np.float64)
+    obj = c_true > 0
+    total = (c_true * obj).sum((-2, -1))
+    kept = (np.minimum(c_pred, c_true) * obj).sum((-2, -1))
+    stray = (c_pred * ~obj).sum((-2, -1))
+    empty = total == 0
+    recall = np.where(empty, (stray == 0).astype(np.float64), kept / np.maximum(total, 1))
+    ghost = np.where(empty, (c_pred > 0).sum((-2, -1)), stray / np.maximum(total, 1))
+    return recall, ghost
+
+
+def _mode(row: np.ndarray) -> int:
+    values, counts = np.unique(row, return_counts=True)
+    return int(values[counts.argmax()])
+
+
 def psnr_masked_uint8(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     """PSNR in dB pooled over the masked pixels of all frames (``mask``: ``bool (..., H, W)``).
 

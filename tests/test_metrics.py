@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from simworld.metrics import foreground_mask, psnr, psnr_masked_uint8, psnr_uint8, ssim, ssim_uint8
+from simworld.metrics import (
+    foreground_mask,
+    object_recall_uint8,
+    psnr,
+    psnr_masked_uint8,
+    psnr_uint8,
+    ssim,
+    ssim_uint8,
+)
 
 
 def random_frames(shape=(2, 3, 32, 32, 3), lo=0, hi=256, seed=0) -> np.ndarray:
@@ -81,3 +89,28 @@ def test_foreground_mask_covers_objects_and_their_edges():
     assert psnr_masked_uint8(f, g, m) == math.inf
     g[0, 7, 7] = (245, 40, 40)
     assert psnr_masked_uint8(f, g, m) == pytest.approx(10 * math.log10(255**2 / (100 / 75)))
+
+
+def test_object_recall_tells_faded_moved_and_kept_objects_apart():
+    true = np.full((2, 32, 32, 3), 30, np.uint8)  # grey background, a red ball, a white bar
+    true[:, 4:10, 4:10] = (230, 30, 30)
+    true[:, 28:30, 8:24] = 255
+    kept, ghost = object_recall_uint8(true, true)
+    np.testing.assert_allclose(kept, 1.0)
+    np.testing.assert_allclose(ghost, 0.0)
+    faded, ghost = object_recall_uint8(np.full_like(true, 30), true)  # the background alone
+    np.testing.assert_allclose(faded, 0.0)
+    np.testing.assert_allclose(ghost, 0.0)
+    half = true.copy()
+    half[:, 4:10, 4:10] = (130, 30, 30)  # the ball at half its contrast
+    kept, _ = object_recall_uint8(half, true)
+    ball, bar = 36 * 200, 32 * 225
+    np.testing.assert_allclose(kept, (ball / 2 + bar) / (ball + bar))
+    moved = true.copy()
+    moved[:, 4:10, 4:10] = 30
+    moved[:, 14:20, 14:20] = (230, 30, 30)  # left behind where the truth has none
+    kept, ghost = object_recall_uint8(moved, true)
+    np.testing.assert_allclose(kept, bar / (ball + bar))
+    np.testing.assert_allclose(ghost, ball / (ball + bar))
+    with pytest.raises(ValueError, match="shape"):
+        object_recall_uint8(true[:, :16], true)

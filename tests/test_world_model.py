@@ -155,6 +155,8 @@ def test_evaluate_reports_every_horizon(store):
     result = evaluate_model(model, store, store.episode_ids[:3], cfg)
     for h in (1, 4, 16):
         assert result[f"psnr@{h}"] is not None and 0 < result[f"ssim@{h}"] <= 1
+        assert 0 <= result[f"object_recall@{h}"] <= 1 and result[f"object_ghost@{h}"] >= 0
+        assert 0 <= result[f"copy_last_object_recall@{h}"] <= 1
     assert result["terminations"] >= 0 and result["reward_mae"] >= 0
     # the termination head read on the real frames too, apart from what the rollout shows it
     assert 0 <= result["termination_real_mean_prob_other"] <= 1
