@@ -133,19 +133,23 @@ def foreground_mask(frames: np.ndarray | torch.Tensor, dilate: int = 1) -> np.nd
     return mask.numpy() if as_numpy else mask
 
 
-def object_recall_uint8(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def object_recall_uint8(
+    pred: np.ndarray, true: np.ndarray, visible: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
     """How much of each true frame's objects a prediction keeps, and how much it paints elsewhere.
 
     An object pixel's contrast is its largest channel distance from the true frame's background
     (its most common colour). ``recall`` is the share of the true contrast that the prediction
     reproduces at the true object pixels (``min`` of the two contrasts, so a faded object scores
-    its remaining brightness); ``ghost`` is the prediction's contrast outside them, per unit of true
-    contrast (an object left where it was, or drawn where none is). A faded frame scores
+    its remaining brightness); ``ghost`` is the prediction's visible contrast (``>= visible``)
+    outside them, per unit of true contrast (an object left where it was, or drawn where none is;
+    faint sampling noise does not count). A faded frame scores
     (0, 0), a perfect one (1, 0), the last frame repeated after its objects moved away (0, 1).
     PSNR rewards fading (a blank frame is close to a sparse one); these do not.
 
     Args:
         pred, true: ``uint8 (..., H, W, 3)``.
+        visible: Contrast (of 255) from which a predicted pixel off the objects counts as drawn.
 
     Returns:
         ``recall, ghost``: ``float64 (...)`` each; frames without objects score recall 1 and ghost 0
@@ -165,10 +169,11 @@ def object_recall_uint8(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray,
     obj = c_true > 0
     total = (c_true * obj).sum((-2, -1))
     kept = (np.minimum(c_pred, c_true) * obj).sum((-2, -1))
-    stray = (c_pred * ~obj).sum((-2, -1))
+    shown = c_pred >= visible
+    stray = (c_pred * (~obj & shown)).sum((-2, -1))
     empty = total == 0
     recall = np.where(empty, (stray == 0).astype(np.float64), kept / np.maximum(total, 1))
-    ghost = np.where(empty, (c_pred > 0).sum((-2, -1)), stray / np.maximum(total, 1))
+    ghost = np.where(empty, shown.sum((-2, -1)), stray / np.maximum(total, 1))
     return recall, ghost
 
 

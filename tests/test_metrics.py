@@ -112,5 +112,7 @@ def test_object_recall_tells_faded_moved_and_kept_objects_apart():
     kept, ghost = object_recall_uint8(moved, true)
     np.testing.assert_allclose(kept, bar / (ball + bar))
     np.testing.assert_allclose(ghost, ball / (ball + bar))
+    noisy = true + np.random.default_rng(0).integers(0, 8, true.shape).astype(np.uint8)  # faint noise
+    np.testing.assert_allclose(object_recall_uint8(noisy, true)[1], 0.0)
     with pytest.raises(ValueError, match="shape"):
         object_recall_uint8(true[:, :16], true)
