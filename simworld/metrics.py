@@ -123,9 +123,7 @@ def foreground_mask(frames: np.ndarray | torch.Tensor, dilate: int = 1) -> np.nd
     as_numpy = not torch.is_tensor(frames)
     f = torch.from_numpy(np.ascontiguousarray(frames)) if as_numpy else frames
     lead, (h, w) = f.shape[:-3], f.shape[-3:-1]
-    f = f.reshape(-1, h, w, 3).long()  # (n, H, W, 3)
-    packed = (f[..., 0] << 16) | (f[..., 1] << 8) | f[..., 2]  # (n, H, W)
-    background = packed.flatten(1).mode(dim=-1).values  # (n,)
+    packed, background = _packed_background(f.reshape(-1, h, w, 3))
     mask = packed != background[:, None, None]  # (n, H, W)
     if dilate > 0:
         mask = F.max_pool2d(mask[:, None].float(), 2 * dilate + 1, stride=1, padding=dilate)[:, 0] > 0
@@ -159,10 +157,8 @@ def object_recall_uint8(
         raise ValueError(f"prediction {pred.shape} and truth {true.shape} differ in shape")
     t = true.astype(np.int32)
     h, w = t.shape[-3:-1]
-    flat = t.reshape(-1, h * w, 3)
-    packed = (flat[..., 0] << 16) | (flat[..., 1] << 8) | flat[..., 2]
-    bg_packed = np.array([_mode(row) for row in packed], dtype=np.int64)
-    bg = np.stack([(bg_packed >> 16) & 255, (bg_packed >> 8) & 255, bg_packed & 255], -1)
+    _, packed_bg = _packed_background(torch.from_numpy(np.ascontiguousarray(true)).reshape(-1, h, w, 3))
+    bg = torch.stack([(packed_bg >> 16) & 255, (packed_bg >> 8) & 255, packed_bg & 255], -1).numpy()
     bg = bg.reshape(*t.shape[:-3], 1, 1, 3)
     c_true = np.abs(t - bg).max(-1).astype(np.float64)
     c_pred = np.abs(pred.astype(np.int32) - bg).max(-1).astype(np.float64)
@@ -177,9 +173,12 @@ def object_recall_uint8(
     return recall, ghost
 
 
-def _mode(row: np.ndarray) -> int:
-    values, counts = np.unique(row, return_counts=True)
-    return int(values[counts.argmax()])
+def _packed_background(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``uint8 (n, H, W, 3)`` -> each pixel's colour packed in one int ``(n, H, W)`` and each frame's
+    most common packed colour ``(n,)``, its background."""
+    f = frames.long()
+    packed = (f[..., 0] << 16) | (f[..., 1] << 8) | f[..., 2]
+    return packed, packed.flatten(1).mode(dim=-1).values
 
 
 def psnr_masked_uint8(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
