@@ -163,8 +163,8 @@ def object_recall_uint8(
     c_true = np.abs(t - bg).max(-1).astype(np.float64)
     c_pred = np.abs(pred.astype(np.int32) - bg).max(-1).astype(np.float64)
     obj = c_true > 0
-    total = (c_true * obj).sum((-2, -1))
-    kept = (np.minimum(c_pred, c_true) * obj).sum((-2, -1))
+    total = c_true.sum((-2, -1))
+    kept = np.minimum(c_pred, c_true).sum((-2, -1))  # zero off the objects, where c_true is
     shown = c_pred >= visible
     stray = (c_pred * (~obj & shown)).sum((-2, -1))
     empty = total == 0
