@@ -145,8 +145,17 @@ LOOP_DYNAMICS = {
     "patch_size": 2,
     "context": 6,
     "attention": "factorised",
-    "prev_frames": 1,
-    "local_layers": 0,
+    "prev_frames": 2,
+    "local_layers": 4,
+}
+# the `simworld train` recipe (configs/train.yaml; why: docs/results.md, sessions 5-8)
+LOOP_DIFFUSION = {
+    "termination_pos_weight": 1.0,
+    "p_mean": 1.0,
+    "p_std": 1.0,
+    "residual": True,
+    "sigma_max": 80.0,
+    "sigma_max_fraction": 0.5,
 }
 
 
@@ -185,7 +194,7 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             "window": 6,
             "terminal_fraction": 0.1,  # as configs/train.yaml: a termination head that fires
             "reward_fraction": 0.1,  # sparse rewards: without it a short run predicts their mean everywhere
-            "diffusion": {"termination_pos_weight": 1.0},
+            "diffusion": dict(LOOP_DIFFUSION),
             "bank_size": cfg.bank_size,
             **cfg.model,
             "store": str(out / "store"),

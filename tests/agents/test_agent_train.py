@@ -165,10 +165,12 @@ def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):
 
 
 def test_the_loop_builds_the_world_model_simworld_train_builds():
-    """Without ``model.dynamics`` the loop's model is the `simworld train` default (configs/dynamics/S.yaml)."""
+    """Without ``model.dynamics`` / ``model.diffusion`` the loop's model and recipe are the `simworld
+    train` defaults (configs/dynamics/S.yaml, configs/train.yaml)."""
     import yaml
 
-    from agents.loop import LOOP_DYNAMICS
+    from agents.loop import LOOP_DIFFUSION, LOOP_DYNAMICS
 
-    config = Path(__file__).parents[2] / "configs" / "dynamics" / "S.yaml"
-    assert yaml.safe_load(config.read_text()) == LOOP_DYNAMICS
+    configs = Path(__file__).parents[2] / "configs"
+    assert yaml.safe_load((configs / "dynamics" / "S.yaml").read_text()) == LOOP_DYNAMICS
+    assert yaml.safe_load((configs / "train.yaml").read_text())["diffusion"] == LOOP_DIFFUSION
