@@ -36,6 +36,7 @@ class DreamConfig:
     summary: str = "dream.json"
     plot: str = "dream_psnr.png"
     upscale: int = 4
+    progress: bool = True
 
 
 def _window_means(x: np.ndarray, edges: list[int]) -> dict[str, float]:
@@ -48,7 +49,15 @@ def _window_means(x: np.ndarray, edges: list[int]) -> dict[str, float]:
 
 def run_dream(cfg: DreamConfig) -> dict[str, Any]:
     ckpt = cfg.checkpoint or shipped_checkpoint()
-    traj = rollout(ckpt, cfg.policy, cfg.steps, seed=cfg.seed, device=cfg.device, compare_real=True)
+    traj = rollout(
+        ckpt,
+        cfg.policy,
+        cfg.steps,
+        seed=cfg.seed,
+        device=cfg.device,
+        compare_real=True,
+        progress=cfg.progress,
+    )
     traj.to_video(cfg.out, upscale=cfg.upscale)
     psnr = traj.psnr
     summary = {

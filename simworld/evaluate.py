@@ -249,12 +249,7 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     model = WorldModel.from_pretrained(cfg.model, device=cfg.device)
-    if cfg.steps is not None:
-        model.diffusion.steps = int(cfg.steps)
-    if cfg.sampler is not None:
-        model.diffusion.sampler = cfg.sampler
-    if cfg.warm_start_sigma is not None:
-        model.diffusion.warm_start_sigma = float(cfg.warm_start_sigma)
+    model.set_sampling(cfg.steps, cfg.sampler, cfg.warm_start_sigma)
     store = EpisodeStore(cfg.store)
     if store.meta.world_id != model.cfg.world_id:
         raise ValueError(

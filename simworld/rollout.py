@@ -17,6 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from simworld.data.video import write_video
 from simworld.metrics import psnr_uint8
@@ -152,6 +153,7 @@ def rollout(
     compare_real: bool = False,
     stop_on_termination: bool = False,
     restart_on_real_end: bool = True,
+    progress: bool = False,
 ) -> Trajectory:
     """Imagine ``steps`` steps from ``start`` (a start-bank window by default).
 
@@ -164,6 +166,7 @@ def rollout(
         restart_on_real_end: with ``compare_real``, when the real episode ends, start a fresh real
             episode; the dream shows its first frames and restarts from them once it has as many
             context frames as ``start`` had, so the video keeps going.
+        progress: show a progress bar over the imagined steps.
     """
     model = (
         checkpoint if isinstance(checkpoint, WorldModel) else WorldModel.from_pretrained(checkpoint, device)
@@ -197,7 +200,7 @@ def rollout(
     real_frames, real_rews, real_terms = [frames0[-1] if real is None else real_obs], [], []
     restarts, t0 = [], time.perf_counter()
     warmup: list[tuple[np.ndarray, Any]] | None = None  # real frames gathered to restart the dream
-    for t in range(steps):
+    for t in tqdm(range(steps), desc="dream", unit="step", disable=not progress, leave=False):
         if isinstance(pol, np.ndarray):
             if t >= len(pol):
                 raise ValueError(f"the action script has {len(pol)} actions but {steps} steps were asked for")

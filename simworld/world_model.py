@@ -473,6 +473,23 @@ class WorldModel(nn.Module):
         replace_dir(tmp, path)
         return path
 
+    def set_sampling(
+        self, steps: int | None = None, sampler: str | None = None, warm_start_sigma: float | None = None
+    ) -> None:
+        """Change how frames are sampled (None keeps the checkpoint's setting); the weights stay as trained."""
+        if steps is not None:
+            if int(steps) < 1:
+                raise ValueError(f"denoising steps must be >= 1, got {steps}")
+            self.diffusion.steps = int(steps)
+        if sampler is not None:
+            if sampler not in ("euler", "heun"):
+                raise ValueError(f"unknown sampler {sampler!r}: expected 'euler' or 'heun'")
+            self.diffusion.sampler = sampler
+        if warm_start_sigma is not None:
+            if float(warm_start_sigma) < 0:
+                raise ValueError(f"warm_start_sigma must be >= 0, got {warm_start_sigma}")
+            self.diffusion.warm_start_sigma = float(warm_start_sigma)
+
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> WorldModel:
         """Rebuild a model from its directory; every problem is a ``CheckpointError`` naming the file."""

@@ -70,6 +70,25 @@ def test_rollout_shapes_and_seeded_determinism(store):
     assert not np.array_equal(f1, f3)
 
 
+def test_set_sampling_changes_the_frames_and_rejects_bad_values(store):
+    model = tiny_model().eval()
+    ep = store.load(0)
+    frames, actions = np.stack([ep.frames[:3]] * 2), np.stack([ep.actions[:2]] * 2)
+    one_step, _, _ = rollout(model, frames, actions)
+    model.set_sampling(steps=3, sampler="heun")
+    assert (model.diffusion.steps, model.diffusion.sampler) == (3, "heun")
+    assert not np.array_equal(rollout(model, frames, actions)[0], one_step)
+    model.set_sampling()  # None keeps what is set
+    assert (model.diffusion.steps, model.diffusion.sampler) == (3, "heun")
+    for bad, match in (
+        ({"steps": 0}, "steps"),
+        ({"sampler": "ddim"}, "ddim"),
+        ({"warm_start_sigma": -1}, "warm"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            model.set_sampling(**bad)
+
+
 @pytest.mark.parametrize("prev_frames", [1, 2])
 def test_save_load_round_trip_gives_identical_rollouts(store, tmp_path, prev_frames):
     model = tiny_model(seed=3, prev_frames=prev_frames).eval()

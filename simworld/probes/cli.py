@@ -40,10 +40,13 @@ def _thresholds(path: str | None) -> dict[str, float]:
 def _checkpoint_report(c: dict[str, Any], out: Path, thresholds: dict[str, float]) -> dict[str, Any]:
     from simworld.dream import shipped_checkpoint
     from simworld.probes.score import score_checkpoint
+    from simworld.world_model import WorldModel
 
     ckpt = c["checkpoint"] or shipped_checkpoint()
+    model = WorldModel.from_pretrained(ckpt, c["device"])
+    model.set_sampling(c.get("denoise_steps"), c.get("sampler"))
     res = score_checkpoint(
-        ckpt,
+        model,
         rollouts=int(c["rollouts"]),
         steps=int(c["steps"]),
         splits=c["splits"],

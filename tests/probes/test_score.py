@@ -90,6 +90,16 @@ def test_probe_command_on_a_checkpoint(checkpoint, tmp_path):
     assert json.loads((tmp_path / "report" / "report.json").read_text())["world_id"] == "simworld/Balls-v0"
 
 
+def test_probe_rejects_an_unknown_sampler_before_rolling_out(checkpoint, tmp_path):
+    cfg = OmegaConf.load("configs/probe.yaml")
+    for key in ("defaults", "hydra"):
+        del cfg[key]
+    cfg.update({"checkpoint": str(checkpoint), "sampler": "ddim", "out": str(tmp_path / "report")})
+    with pytest.raises(ValueError, match="unknown sampler 'ddim'"):
+        probe(cfg)
+    assert not (tmp_path / "report" / "report.json").exists()
+
+
 def test_probe_command_on_a_video(tmp_path, balls_clip, spec):
     video = _write(tmp_path, "clip.mp4", balls_clip.frames, spec)
     cfg = OmegaConf.load("configs/probe.yaml")
