@@ -170,6 +170,7 @@ def _state(info: dict[str, Any]) -> dict[str, np.ndarray]:
 
 def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) the loop; returns its history: real frames used and real return per iteration."""
+    from simworld.rollout import action_effect
     from simworld.train.world_model import TrainConfig, train_world_model
 
     if isinstance(cfg, dict):
@@ -232,6 +233,8 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
         real = evaluate_agent(
             agent_dir / LAST_FILE, cfg.world, cfg.eval_episodes, seed=cfg.seed + 50_000 + it
         )
+        # does the dream answer the actions? (near 0: the agent cannot learn what its actions do)
+        effect = action_effect(model_dir / "model", starts=8, steps=10, seed=cfg.seed, device=cfg.device)
         state["history"].append(
             {
                 "iteration": it,
@@ -241,6 +244,7 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
                 "real_std_return": real["std_return"],
                 "real_mean_length": real["mean_length"],
                 "real_reward_per_step": real["reward_per_step"],
+                "dream_action_effect": effect["ratio"],
                 # the dream's view of the same policy while it trained (horizon-truncated episodes)
                 **{f"dream_{k}": v for k, v in (result.get("train") or {}).items() if k != "episodes"},
             }

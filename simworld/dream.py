@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from simworld.plots import plot_series
-from simworld.rollout import rollout
+from simworld.rollout import action_effect, rollout
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -37,6 +37,7 @@ class DreamConfig:
     plot: str = "dream_psnr.png"
     upscale: int = 4
     progress: bool = True
+    action_effect: int = 8  # starts for the action-effect check (simworld.rollout.action_effect); 0: skip
 
 
 def _window_means(x: np.ndarray, edges: list[int]) -> dict[str, float]:
@@ -83,6 +84,9 @@ def run_dream(cfg: DreamConfig) -> dict[str, Any]:
             traj.info["restarts"],
         )
         summary["plot"] = str(cfg.plot)
+    if cfg.action_effect:
+        effect = action_effect(ckpt, starts=cfg.action_effect, steps=10, seed=cfg.seed, device=cfg.device)
+        summary["action_effect"] = effect
     Path(cfg.summary).write_text(json.dumps(summary, indent=2))
     print(
         f"dreamed {summary['steps']} steps at {summary['steps_per_s']:.1f} steps/s beside the real world; "
@@ -93,6 +97,11 @@ def run_dream(cfg: DreamConfig) -> dict[str, Any]:
         f"reward dream {summary['reward_dream']:.1f} vs real {summary['reward_real']:.1f}; terminations dream "
         f"{summary['terminations_dream']} vs real {summary['terminations_real']}"
     )
+    if cfg.action_effect:
+        print(
+            f"action effect (opposite actions held 10 steps, {cfg.action_effect} starts): the dream's frames "
+            f"move {summary['action_effect']['ratio']:.2f}x as much as the real world's"
+        )
     print(
         f"wrote {cfg.out} (real | dream | difference), {cfg.summary}" + (f", {cfg.plot}" if cfg.plot else "")
     )

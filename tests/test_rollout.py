@@ -50,3 +50,22 @@ def test_bad_scripts_are_named(checkpoint, tmp_path):
     script.write_text(json.dumps([0, 9]))
     with pytest.raises(ValueError, match="Discrete"):
         rollout(checkpoint, str(script), steps=2)
+
+
+def test_action_effect_compares_the_dream_and_the_world_under_opposite_actions(checkpoint):
+    import torch
+
+    from simworld.rollout import action_effect
+    from simworld.world_model import WorldModel
+
+    model = WorldModel.from_pretrained(checkpoint)
+    res = action_effect(model, starts=2, steps=4)
+    assert res["actions"] == [0, 2]  # left vs right
+    assert len(res["dream"]) == len(res["real"]) == 4
+    assert res["real"][-1] > 0  # the real paddle moves apart
+    assert res["dream"][-1] > 0 and res["ratio"] > 0  # random weights still read the action
+    with torch.no_grad():  # a dream deaf to its actions scores 0
+        for p in model.dynamics.action_emb.parameters():
+            p.zero_()
+    deaf = action_effect(model, starts=2, steps=4)
+    assert deaf["ratio"] == 0 and deaf["real"] == res["real"]

@@ -119,6 +119,7 @@ def test_world_model_loop_end_to_end_and_resume(tmp_path):
     assert [h["iteration"] for h in history] == [0, 1]
     assert 30 <= history[0]["real_frames"] < history[1]["real_frames"]  # the budget is spent per iteration
     assert history[1]["agent_steps"] == 64
+    assert all(h["dream_action_effect"] >= 0 for h in history)  # dream vs real response to actions
     for path in ("loop.json", "store", "model/model/config.json", "agent/last.zip"):
         assert (tmp_path / "loop" / path).exists(), path
     with pytest.raises(FileExistsError, match="resume=true"):
