@@ -130,7 +130,7 @@ def rollout(cfg: DictConfig) -> dict:
         seed=int(c["seed"]),
         device=c["device"],
         compare_real=bool(c["compare_real"]),
-        progress=bool(c.get("progress", True)),
+        progress=bool(c["progress"]),
     )
     out = Path(c["out"])
     traj.save(out.with_suffix(".npz"))

@@ -11,6 +11,7 @@ import numpy as np
 
 from simworld.plots import plot_series
 from simworld.rollout import action_effect, rollout
+from simworld.world_model import WorldModel
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -50,8 +51,9 @@ def _window_means(x: np.ndarray, edges: list[int]) -> dict[str, float]:
 
 def run_dream(cfg: DreamConfig) -> dict[str, Any]:
     ckpt = cfg.checkpoint or shipped_checkpoint()
+    model = WorldModel.from_pretrained(ckpt, cfg.device)  # once, for the rollout and the action check
     traj = rollout(
-        ckpt,
+        model,
         cfg.policy,
         cfg.steps,
         seed=cfg.seed,
@@ -85,8 +87,7 @@ def run_dream(cfg: DreamConfig) -> dict[str, Any]:
         )
         summary["plot"] = str(cfg.plot)
     if cfg.action_effect:
-        effect = action_effect(ckpt, starts=cfg.action_effect, steps=10, seed=cfg.seed, device=cfg.device)
-        summary["action_effect"] = effect
+        summary["action_effect"] = action_effect(model, starts=cfg.action_effect, steps=10, seed=cfg.seed)
     Path(cfg.summary).write_text(json.dumps(summary, indent=2))
     print(
         f"dreamed {summary['steps']} steps at {summary['steps_per_s']:.1f} steps/s beside the real world; "
@@ -99,7 +100,8 @@ def run_dream(cfg: DreamConfig) -> dict[str, Any]:
     )
     if cfg.action_effect:
         print(
-            f"action effect (opposite actions held 10 steps, {cfg.action_effect} starts): the dream's frames "
+            f"action effect (opposite actions held {len(summary['action_effect']['dream'])} steps, "
+            f"{cfg.action_effect} starts): the dream's frames "
             f"move {summary['action_effect']['ratio']:.2f}x as much as the real world's"
         )
     print(

@@ -302,7 +302,7 @@ def action_effect(
             )
         branches = [
             rollout(model, np.stack([x] * steps), steps, start=start, seed=seed + i, compare_real=True,
-                    restart_on_real_end=False, stop_on_termination=False)
+                    restart_on_real_end=False)
             for x in (a, b)
         ]  # fmt: skip
         alive = np.ones(steps, bool)
