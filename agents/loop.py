@@ -146,6 +146,7 @@ LOOP_DYNAMICS = {
     "context": 6,
     "attention": "factorised",
     "prev_frames": 2,
+    "prev_actions": 1,
     "local_layers": 4,
 }
 # the `simworld train` recipe (configs/train.yaml; why: docs/results.md, sessions 5-8)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,11 +301,13 @@ def action_effect(
             raise ValueError(
                 "action_effect needs a start bank with true states (to run the real world beside)"
             )
-        branches = [
-            rollout(model, np.stack([x] * steps), steps, start=start, seed=seed + i, compare_real=True,
-                    restart_on_real_end=False)
-            for x in (a, b)
-        ]  # fmt: skip
+        with warnings.catch_warnings():  # the real world runs on past its end; those steps are left out
+            warnings.filterwarnings("ignore", message=".*already returned terminated")
+            branches = [
+                rollout(model, np.stack([x] * steps), steps, start=start, seed=seed + i, compare_real=True,
+                        restart_on_real_end=False)
+                for x in (a, b)
+            ]  # fmt: skip
         alive = np.ones(steps, bool)
         for tr in branches:
             ended = np.flatnonzero(tr.real_terminated)

@@ -3,7 +3,8 @@
 Each latent frame ``(C, h, w)`` is cut into ``p x p`` patches, one token each. Tokens attend to
 their own frame and to earlier frames, never to later ones (block-causal attention), so during a
 rollout the keys and values of past frames can be cached and each step runs the new frame only.
-Every frame is conditioned (adaLN-Zero) on its own noise level and on the action that led to it.
+Every frame is conditioned (adaLN-Zero) on its own noise level and on the action that led to it
+(and, with ``prev_actions``, on the actions before that one).
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class DynamicsConfig:
     # by side, so a token sees locally how far its content moved (velocity), as DIAMOND's denoiser
     # sees its stacked frames as input channels
     prev_frames: int = 1
+    # how many actions before the one that led to a frame also condition it, newest first. An action
+    # often shows only in the frame after next: CartPole's Euler step moves the cart and pole with
+    # the old velocities, so the frame right after a push is the same whichever way it pushed, and the
+    # push appears one frame later. Without this the model has to find that action in an earlier
+    # frame's tokens through attention.
+    prev_actions: int = 0
     # "block_causal": every block attends over all tokens of its frame and the earlier frames.
     # "factorised": blocks alternate spatial attention (the frame's own tokens) and causal temporal
     # attention (the same patch position in the earlier frames), as in ST-DiT / Latte / Oasis.
@@ -77,6 +84,10 @@ class DynamicsConfig:
             raise ValueError(
                 "local head: local_layers must be >= 0, local_channels a multiple of 8 (group norm) and "
                 f"local_features >= 1, got {self.local_layers}, {self.local_channels}, {self.local_features}"
+            )
+        if not 0 <= self.prev_actions < self.context:
+            raise ValueError(
+                f"prev_actions must be between 0 and the context - 1 ({self.context - 1}), got {self.prev_actions}"
             )
         if not 1 <= self.prev_frames <= self.context:
             raise ValueError(
@@ -120,6 +131,19 @@ def previous_frames(
     frames = [seq[:, k - 1 - i + start : k - 1 - i + length] for i in range(k)]
     noise = [c_noise[:, k - 1 - i + start : k - 1 - i + length] for i in range(k)]
     return torch.stack(frames, dim=2), torch.stack(noise, dim=2)
+
+
+def earlier_actions(
+    actions: torch.Tensor, valid: torch.Tensor, k: int, start: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` actions before the one that led to each frame of ``actions[:, start:]``, newest first:
+    ``(b, t, k, ...)``, and their validity ``(b, t, k)`` (False where the sequence has none)."""
+    b, length = valid.shape
+    pad = torch.zeros((b, k, *actions.shape[2:]), dtype=actions.dtype, device=actions.device)
+    actions = torch.cat([pad, actions], dim=1)  # frame j's own action now at j + k
+    valid = torch.cat([torch.zeros_like(valid[:, :1]).expand(b, k), valid], dim=1)
+    picks = [slice(k - i + start, k - i + length) for i in range(1, k + 1)]
+    return torch.stack([actions[:, s] for s in picks], 2), torch.stack([valid[:, s] for s in picks], 2)
 
 
 def block_masks(frame_mask: torch.Tensor, n: int) -> dict[str, torch.Tensor | None]:
@@ -310,6 +334,10 @@ class DiT(nn.Module):
         # the same for the frames before it (prev_frames > 1)
         self.older_noise_emb = nn.ModuleList(NoiseEmbedder(d) for _ in range(self.n_prev - 1))
         self.action_emb = ActionEmbedder(cfg.action_space, d)
+        # the actions before it, each lag its own embedding (and its own 'none')
+        self.earlier_action_emb = nn.ModuleList(
+            ActionEmbedder(cfg.action_space, d) for _ in range(cfg.prev_actions)
+        )
         kinds = ["full"] * cfg.depth
         if cfg.attention == "factorised":
             kinds = ["spatial" if i % 2 == 0 else "temporal" for i in range(cfg.depth)]
@@ -376,8 +404,17 @@ class DiT(nn.Module):
         actions: torch.Tensor,
         valid: torch.Tensor,
         prev_c_noise: torch.Tensor | None,
+        earlier: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """Per-frame conditioning ``(b, t, d)``; ``earlier``: the frames' earlier actions and their
+        validity (:func:`earlier_actions`), by default taken from ``actions`` itself."""
         cond = self.noise_emb(c_noise) + self.action_emb(actions, valid)  # (b, t, d)
+        if self.earlier_action_emb:
+            acts, ok = (
+                earlier if earlier is not None else earlier_actions(actions, valid, self.cfg.prev_actions)
+            )
+            for i, emb in enumerate(self.earlier_action_emb):
+                cond = cond + emb(acts[:, :, i], ok[:, :, i])
         if self.prev_noise_emb is not None:  # prev_c_noise (b, t, k), newest first
             cond = cond + self.prev_noise_emb(prev_c_noise[..., 0])
             for i, emb in enumerate(self.older_noise_emb, start=1):
@@ -411,6 +448,7 @@ class DiT(nn.Module):
         prev: torch.Tensor | None = None,  # (b, t, k, c, h, w) each frame's previous frames (default: x's)
         prev_c_noise: torch.Tensor | None = None,  # (b, t, k)
         key_valid: torch.Tensor | None = None,  # (b, t) bool: False for padding frames nobody may see
+        earlier: tuple[torch.Tensor, torch.Tensor] | None = None,  # earlier actions (default: from actions)
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All frames at once, block-causally. Returns (output (b,t,c,h,w), reward (b,t), term logit (b,t))."""
         b, t, _, h, w = x.shape
@@ -419,7 +457,7 @@ class DiT(nn.Module):
             prev, prev_c_noise = previous_frames(x, c_noise, max(self.n_prev, 1))  # (b, t, k, ...)
         tokens = self._embed(x, prev)  # (b, t, n, d)
         n = tokens.shape[2]
-        cond = self._condition(c_noise, actions, valid, prev_c_noise)  # (b, t, d)
+        cond = self._condition(c_noise, actions, valid, prev_c_noise, earlier)  # (b, t, d)
         rope = rope_angles(t, h // p, w // p, self.cfg.dim // self.cfg.heads, device=x.device)
         # a token sees its own frame and the context - 1 frames before it (exactly what the cache keeps)
         frame = torch.arange(t, device=x.device)
@@ -507,6 +545,20 @@ class DiT(nn.Module):
         seq, seq_c_noise = self._history_and_new(x, c_noise, cache, keep=k)
         return previous_frames(seq, seq_c_noise, k, start=k)
 
+    def _cached_earlier(
+        self, actions: torch.Tensor, valid: torch.Tensor, cache: KVCache
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The new frame's earlier actions ``(b, 1, k, ...)`` and validity from the cache's history."""
+        k = self.cfg.prev_actions
+        if k == 0:
+            return None
+        if cache.history is None:
+            return earlier_actions(actions, valid, k)
+        hist_a, hist_v = cache.history["actions"][:, -k:], cache.history["valid"][:, -k:]
+        hist_v = hist_v & cache.history_filled[:, -k:]
+        seq = torch.cat([hist_a, actions.to(hist_a.dtype)], dim=1)
+        return earlier_actions(seq, torch.cat([hist_v, valid], dim=1), k, start=k)
+
     def forward_cached(
         self,
         x: torch.Tensor,  # (b, 1, c, h, w) the new frame, preconditioned
@@ -519,7 +571,9 @@ class DiT(nn.Module):
         """One new frame attending to the cached context (and itself); ``write`` adds it to the cache."""
         prev, prev_c_noise = self._cached_previous(x, c_noise, cache)
         tokens = self._embed(x, prev)  # (b, 1, n, d)
-        cond = self._condition(c_noise, actions, valid, prev_c_noise)
+        cond = self._condition(
+            c_noise, actions, valid, prev_c_noise, self._cached_earlier(actions, valid, cache)
+        )
         for block, slot in zip(self.blocks, self.cache_slot, strict=True):
             tokens = block(tokens, cond, None, None, cache=cache, layer=slot, write=write)
         if write:
@@ -553,6 +607,11 @@ class DiT(nn.Module):
             seq, seq_c_noise = self._history_and_new(x, c_noise, cache)
             prev, prev_c_noise = previous_frames(seq, seq_c_noise, max(self.n_prev, 1), start=1)
             key_valid = torch.cat([filled[:, 1:], torch.ones_like(filled[:, :1])], dim=1)
+            earlier = None
+            if self.cfg.prev_actions:  # like the frames: the ones before the window come from the history
+                seq_a = torch.cat([hist["actions"], actions.to(hist["actions"].dtype)], dim=1)
+                seq_v = torch.cat([hist["valid"] & filled, valid], dim=1)
+                earlier = earlier_actions(seq_a, seq_v, self.cfg.prev_actions, start=1)
             out = self.forward(
                 window("x", x),
                 window("c_noise", c_noise),
@@ -561,6 +620,7 @@ class DiT(nn.Module):
                 prev=prev,
                 prev_c_noise=prev_c_noise,
                 key_valid=key_valid,
+                earlier=earlier,
             )
             out = tuple(o[:, -1:] for o in out)
         if write:

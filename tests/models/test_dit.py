@@ -67,6 +67,8 @@ def test_later_frames_do_not_change_earlier_predictions(attention):
         (True, "factorised", 1, {}),
         (True, "factorised", 2, {}),
         (True, "factorised", 2, LOCAL),
+        (True, "factorised", 1, {"prev_actions": 2}),
+        (False, "factorised", 2, {"prev_actions": 1, **LOCAL}),
     ],
 )
 def test_kv_cache_matches_full_forward_beyond_the_window(discrete, attention, prev_frames, local):
@@ -120,9 +122,11 @@ def _step_both(model, x, c, a, v, steps):
     return outs
 
 
-@pytest.mark.parametrize("attention", ATTENTION)
-def test_window_recompute_matches_the_cache_while_the_window_holds_everything(attention):
-    model = tiny(context=3, attention=attention)
+@pytest.mark.parametrize(
+    "attention,prev_actions", [("block_causal", 0), ("factorised", 0), ("factorised", 2)]
+)
+def test_window_recompute_matches_the_cache_while_the_window_holds_everything(attention, prev_actions):
+    model = tiny(context=3, attention=attention, prev_actions=prev_actions)
     x, c, a, v = inputs(t=3)
     for (out, r, term), (out2, r2, term2) in _step_both(model, x, c, a, v, 3):
         torch.testing.assert_close(out2, out, atol=1e-5, rtol=1e-4)
@@ -130,9 +134,11 @@ def test_window_recompute_matches_the_cache_while_the_window_holds_everything(at
         torch.testing.assert_close(term2, term, atol=1e-5, rtol=1e-4)
 
 
-def test_window_recompute_matches_a_one_layer_cache_beyond_the_window():
+@pytest.mark.parametrize("prev_actions", [0, 1])
+def test_window_recompute_matches_a_one_layer_cache_beyond_the_window(prev_actions):
     # with one layer a cached key depends on its own frame only, so the two paths agree at any step
-    model = tiny(context=3, depth=1)
+    # (with prev_actions < context - 1: the window's oldest frame still has its earlier actions)
+    model = tiny(context=3, depth=1, prev_actions=prev_actions)
     x, c, a, v = inputs(t=7)
     for (out, r, _), (out2, r2, _) in _step_both(model, x, c, a, v, 7):
         torch.testing.assert_close(out2, out, atol=1e-5, rtol=1e-4)
@@ -157,7 +163,13 @@ def test_written_out_attention_matches_the_fused_kernel():
 
 @pytest.mark.parametrize(
     "attention,prev_frames,local",
-    [("block_causal", 1, {}), ("factorised", 1, {}), ("factorised", 3, {}), ("factorised", 2, LOCAL)],
+    [
+        ("block_causal", 1, {}),
+        ("factorised", 1, {}),
+        ("factorised", 3, {}),
+        ("factorised", 2, LOCAL),
+        ("factorised", 2, {"prev_actions": 2}),
+    ],
 )
 def test_dense_targets_see_what_a_rollout_step_sees(attention, prev_frames, local):
     """Each noisy copy of a dense window gets the output a rollout's new frame gets from the same
@@ -192,6 +204,24 @@ def test_patches_carry_as_many_previous_frames_as_configured():
         assert changed == reaches
     with pytest.raises(ValueError, match="prev_frames"):
         DynamicsConfig(context=2, prev_frames=3)
+
+
+def test_prev_actions_condition_a_frame_on_the_actions_before_its_own():
+    """CartPole shows a push only in the frame after next: with prev_actions=1 a frame's output
+    depends on the action before its own even where attention cannot reach that frame; with 0 it
+    does not. The first frame of a sequence has no earlier action ('none')."""
+    for prev_actions, reaches in ((0, False), (1, True)):
+        model = tiny(context=2, attention="factorised", prev_actions=prev_actions)
+        model.cfg.context = 1  # attention sees the frame itself only
+        x, c, a, v = inputs(t=4)
+        out = model(x, c, a, v)[0]
+        a2 = a.clone()
+        a2[:, 2] = (a2[:, 2] + 1) % 3  # the action that led to frame 2
+        changed = model(x, c, a2, v)[0]
+        assert not torch.allclose(changed[:, 2], out[:, 2])  # its own action always counts
+        assert (not torch.allclose(changed[:, 3], out[:, 3])) == reaches
+    with pytest.raises(ValueError, match="prev_actions"):
+        DynamicsConfig(context=2, prev_actions=2)
 
 
 def test_local_head_starts_as_the_plain_transformer():
