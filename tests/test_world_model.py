@@ -261,6 +261,25 @@ def test_terminal_oversampling_draws_windows_that_end_in_a_termination(store):
     assert (plain["frames"] == again["frames"]).all()  # off means the very same data as before
 
 
+def test_start_bank_can_begin_where_real_episodes_begin(store):
+    """A share of the dream's starts can be real episode beginnings (the states the real world is
+    evaluated from); 0 draws the very same bank as before the option existed."""
+    from simworld.train.world_model import start_bank
+
+    ids = list(store.lengths)
+    plain = start_bank(store, ids, size=20, frames=3, seed=0)
+    assert (plain["start"] == 0).sum() < 10  # uniform windows: episode beginnings are rare
+    half = start_bank(store, ids, size=20, frames=3, seed=0, episode_starts=0.5)
+    assert (half["start"] == 0).sum() == min(10, len(ids)) and len(half["start"]) == 20
+    assert len(set(zip(half["episode"], half["start"], strict=True))) == 20  # no window twice
+    rng = np.random.default_rng([0, 0xBA4C])
+    old = np.sort(rng.choice(len(WindowDataset(store, 3, episode_ids=ids)), size=20, replace=False))
+    ds = WindowDataset(store, 3, episode_ids=ids)
+    np.testing.assert_array_equal(plain["start"], ds.starts[old])
+    with pytest.raises(ValueError, match="bank_episode_starts"):
+        start_bank(store, ids, size=20, frames=3, seed=0, episode_starts=1.5)
+
+
 def test_reward_oversampling_draws_windows_that_end_in_a_reward(store):
     from simworld.data.windows import WindowDataset
     from simworld.train.common import batch_for_step, reward_windows

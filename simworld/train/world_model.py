@@ -60,6 +60,10 @@ class TrainConfig:
     reward_fraction: float = 0.0  # share of windows drawn from those ending in a nonzero reward
     bank_size: int = 256  # start-frame bank: real context windows shipped with the model
     bank_frames: int = 3
+    # share of the bank's windows that begin at an episode's first frame, where the real world starts
+    # its episodes (0: windows uniform over the store, where a poor collecting policy's CartPole
+    # windows sit a few steps from the pole falling whatever the agent then does)
+    bank_episode_starts: float = 0.0
     seed: int = 0
     resume: bool = False
     progress: bool = True
@@ -110,12 +114,23 @@ def _model_config(cfg: TrainConfig, store: EpisodeStore) -> WorldModelConfig:
 
 
 def start_bank(
-    store: EpisodeStore, ids: list[int], size: int, frames: int, seed: int
+    store: EpisodeStore, ids: list[int], size: int, frames: int, seed: int, episode_starts: float = 0.0
 ) -> dict[str, np.ndarray]:
-    """``size`` real context windows (frames + actions between them) to start dreams from."""
+    """``size`` real context windows (frames + actions between them) to start dreams from; a share
+    ``episode_starts`` of them (as far as there are episodes) begin at an episode's first frame."""
+    if not 0.0 <= episode_starts <= 1.0:
+        raise ValueError(f"bank_episode_starts must be between 0 and 1, got {episode_starts}")
     ds = WindowDataset(store, frames, episode_ids=ids)
     rng = np.random.default_rng([seed, 0xBA4C])
-    pick = rng.choice(len(ds), size=min(size, len(ds)), replace=False)
+    n = min(size, len(ds))
+    firsts = np.flatnonzero(ds.starts == 0)
+    k = min(round(episode_starts * n), len(firsts))
+    if k == 0:
+        pick = rng.choice(len(ds), size=n, replace=False)
+    else:
+        first = rng.choice(firsts, size=k, replace=False)
+        rest = np.setdiff1d(np.arange(len(ds)), first)
+        pick = np.concatenate([first, rng.choice(rest, size=n - k, replace=False)])
     items = [ds[int(i)] for i in np.sort(pick)]
     bank = {
         "frames": np.stack([it["frames"] for it in items]),
@@ -137,6 +152,8 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed + rank)
+    if not 0.0 <= cfg.bank_episode_starts <= 1.0:  # checked before hours of training, not after
+        raise ValueError(f"bank_episode_starts must be between 0 and 1, got {cfg.bank_episode_starts}")
     store = EpisodeStore(cfg.store)
     train_ids, val_ids = store.split(cfg.val_fraction, seed=cfg.seed)
     ds = WindowDataset(store, cfg.window, episode_ids=train_ids)
@@ -239,7 +256,8 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
     if rank == 0:
         bank_ids = train_ids if train_ids else val_ids
         ema.save_pretrained(
-            out / "model", start_bank(store, bank_ids, cfg.bank_size, cfg.bank_frames, cfg.seed)
+            out / "model",
+            start_bank(store, bank_ids, cfg.bank_size, cfg.bank_frames, cfg.seed, cfg.bank_episode_starts),
         )
         writer.close()
         result["model"] = str(out / "model")
