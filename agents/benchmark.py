@@ -48,6 +48,7 @@ class BenchConfig:
     agent_kwargs: dict[str, Any] = field(default_factory=lambda: {"n_steps": 128})
     eval_points: int = 5  # real-world evaluations along each real-trained run (the curves)
     eval_episodes: int = 10
+    readout: str | None = None  # the dream arm's per-state action effect (see LoopConfig.readout)
     out: str = "runs/bench"
     run: bool = True  # False: only summarise what has finished
     device: str = "cpu"
@@ -120,6 +121,7 @@ def run_one(cfg: BenchConfig, arm: str, seed: int) -> None:
                 model=cfg.model,
                 agent_steps=cfg.agent_steps,
                 max_episode_steps=cfg.max_episode_steps,
+                readout=cfg.readout,
                 resume=(path / LOOP_FILE).exists(),
             )
         )

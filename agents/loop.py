@@ -55,6 +55,9 @@ class LoopConfig:
             and DIAMOND imagine 15 steps, IRIS 20); long ones let model errors compound.
         bank_size: Real context windows in the start bank (more: more varied dream starts).
         eval_episodes: Real episodes scored after each iteration.
+        readout: A ``simworld train-readout`` folder: each iteration also records how much the dream's
+            *states* answer the actions (``dream_state_effect``, per state dimension; CartPole's pole
+            can be deaf while the cart slides and fills the pixel ``dream_action_effect``).
         out: Run directory: ``store/``, ``model/`` (training run), ``agent/``, ``loop.json``.
     """
 
@@ -72,6 +75,7 @@ class LoopConfig:
     bank_size: int = 1024
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_episodes: int = 5
+    readout: str | None = None
     out: str = "runs/loop"
     seed: int = 0
     device: str = "cpu"
@@ -185,6 +189,11 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
     store = EpisodeStore.create(out / "store", store_meta_for_world(WorldConfig(**cfg.world)))
     per_iteration = cfg.real_frames // cfg.iterations
     model_dir, agent_dir = out / "model", out / "agent"
+    readout = None
+    if cfg.readout:
+        from simworld.probes.readout import load_readout
+
+        readout, _ = load_readout(cfg.readout)
     for it in range(len(state["history"]), cfg.iterations):
         policy = agent_dir / LAST_FILE if (agent_dir / LAST_FILE).exists() else None
         collect_with_policy(
@@ -235,7 +244,9 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             agent_dir / LAST_FILE, cfg.world, cfg.eval_episodes, seed=cfg.seed + 50_000 + it
         )
         # does the dream answer the actions? (near 0: the agent cannot learn what its actions do)
-        effect = action_effect(model_dir / "model", starts=8, steps=10, seed=cfg.seed, device=cfg.device)
+        effect = action_effect(
+            model_dir / "model", starts=8, steps=10, seed=cfg.seed, device=cfg.device, readout=readout
+        )
         state["history"].append(
             {
                 "iteration": it,
@@ -246,6 +257,7 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
                 "real_mean_length": real["mean_length"],
                 "real_reward_per_step": real["reward_per_step"],
                 "dream_action_effect": effect["ratio"],
+                **({"dream_state_effect": effect["state_ratio"]} if readout is not None else {}),
                 # the dream's view of the same policy while it trained (horizon-truncated episodes)
                 **{f"dream_{k}": v for k, v in (result.get("train") or {}).items() if k != "episodes"},
             }

@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train the video compression network (VAE) on a store",
     ),
     "train": ("simworld.commands:train", "train the world model's dynamics on a store (resumable)"),
+    "train-readout": (
+        "simworld.commands:train_readout",
+        "learn to read a world's true state off its frames (for per-state probes such as dream action_effect)",
+    ),
     "motion-check": (
         "simworld.commands:motion_check",
         "can a dynamics recipe learn a square at constant velocity? next-frame MSE vs copying, per step",

@@ -90,6 +90,12 @@ def train_tokenizer(cfg: DictConfig) -> dict:
     return train_tokenizer(TokenizerTrainConfig(**_plain(cfg)))
 
 
+def train_readout(cfg: DictConfig) -> dict:
+    from simworld.probes.readout import run_train_readout
+
+    return run_train_readout(_plain(cfg))
+
+
 def train(cfg: DictConfig) -> dict:
     from simworld.train.world_model import TrainConfig, train_world_model
 

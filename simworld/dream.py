@@ -39,6 +39,8 @@ class DreamConfig:
     upscale: int = 4
     progress: bool = True
     action_effect: int = 8  # starts for the action-effect check (simworld.rollout.action_effect); 0: skip
+    # a state readout (`simworld train-readout`): the action effect per state dimension as well
+    readout: str | None = None
 
 
 def _window_means(x: np.ndarray, edges: list[int]) -> dict[str, float]:
@@ -87,7 +89,14 @@ def run_dream(cfg: DreamConfig) -> dict[str, Any]:
         )
         summary["plot"] = str(cfg.plot)
     if cfg.action_effect:
-        summary["action_effect"] = action_effect(model, starts=cfg.action_effect, steps=10, seed=cfg.seed)
+        readout = None
+        if cfg.readout:
+            from simworld.probes.readout import load_readout
+
+            readout, _ = load_readout(cfg.readout)
+        summary["action_effect"] = action_effect(
+            model, starts=cfg.action_effect, steps=10, seed=cfg.seed, readout=readout
+        )
     Path(cfg.summary).write_text(json.dumps(summary, indent=2))
     print(
         f"dreamed {summary['steps']} steps at {summary['steps_per_s']:.1f} steps/s beside the real world; "
@@ -104,6 +113,9 @@ def run_dream(cfg: DreamConfig) -> dict[str, Any]:
             f"{cfg.action_effect} starts): the dream's frames "
             f"move {summary['action_effect']['ratio']:.2f}x as much as the real world's"
         )
+        if readout is not None:
+            ratios = ", ".join(f"{r:.2f}x" for r in summary["action_effect"]["state_ratio"])
+            print(f"  read as states ({cfg.readout}), per dimension: {ratios}")
     print(
         f"wrote {cfg.out} (real | dream | difference), {cfg.summary}" + (f", {cfg.plot}" if cfg.plot else "")
     )

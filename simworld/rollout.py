@@ -278,7 +278,12 @@ def _extreme_actions(space: gym.Space) -> tuple[np.ndarray, np.ndarray]:
 
 
 def action_effect(
-    checkpoint: str | Path | WorldModel, starts: int = 8, steps: int = 10, seed: int = 0, device: str = "cpu"
+    checkpoint: str | Path | WorldModel,
+    starts: int = 8,
+    steps: int = 10,
+    seed: int = 0,
+    device: str = "cpu",
+    readout: Any = None,
 ) -> dict[str, Any]:
     """How much the dream's frames answer the actions, against the real world from the same starts.
 
@@ -288,6 +293,13 @@ def action_effect(
     (steps after either real branch ends are left out of both). ``ratio`` = dream / real summed over
     the steps: near 1 the dream moves what the actions move; near 0 an agent trained in it cannot
     learn what its actions do (the dream's returns then depend on the start, not on the policy).
+
+    Pixels weigh what is big: in CartPole the cart's slide fills the ratio while the pole, the
+    thing an agent must balance, is a thin line. With a ``readout`` (a
+    :class:`~simworld.probes.readout.StateReadout` trained on real frames) the same branches are
+    also read into states, dream and real through the same readout, and ``state_ratio`` gives the
+    dream / real branch separation per state dimension (CartPole: x, x velocity, pole angle, angular
+    velocity).
     """
     model = (
         checkpoint if isinstance(checkpoint, WorldModel) else WorldModel.from_pretrained(checkpoint, device)
@@ -295,6 +307,7 @@ def action_effect(
     a, b = _extreme_actions(model.action_space)
     rng = np.random.default_rng(seed)
     dream_sum, real_sum, count = np.zeros(steps), np.zeros(steps), np.zeros(steps)
+    state_sums: list[np.ndarray] = []  # dream, real: (steps, state dims)
     for i in range(starts):
         start = _bank_start(model, rng)
         if start["state"] is None:
@@ -320,12 +333,40 @@ def action_effect(
         dream_sum += np.where(alive, d, 0.0)
         real_sum += np.where(alive, r, 0.0)
         count += alive
+        if readout is not None:
+            sep = [
+                _read_separation(readout, start, *(getattr(tr, k) for tr in branches))
+                for k in ("frames", "real_frames")
+            ]
+            state_sums = state_sums or [np.zeros_like(x) for x in sep]
+            for acc, x in zip(state_sums, sep, strict=True):
+                acc += np.where(alive[:, None], x, 0.0)
     dream = dream_sum / np.maximum(count, 1)
     real = real_sum / np.maximum(count, 1)
-    return {
+    result: dict[str, Any] = {
         "actions": [a.tolist(), b.tolist()],
         # per step; None where every start's real episode had ended
         "dream": [float(x) if n else None for x, n in zip(dream, count, strict=True)],
         "real": [float(x) if n else None for x, n in zip(real, count, strict=True)],
         "ratio": float(dream_sum.sum() / max(real_sum.sum(), 1e-8)),
     }
+    if readout is not None:
+        means = [(x / np.maximum(count, 1)[:, None]) for x in state_sums]
+        for name, m in zip(("state_dream", "state_real"), means, strict=True):
+            result[name] = [m[t].tolist() if count[t] else None for t in range(steps)]
+        result["state_ratio"] = (state_sums[0].sum(0) / np.maximum(state_sums[1].sum(0), 1e-8)).tolist()
+    return result
+
+
+def _read_separation(readout: Any, start: dict[str, Any], x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-step ``|state(x) - state(y)|`` ``(steps, d)`` of two branches' frames ``(steps + 1, H, W, 3)``
+    as ``readout`` reads them; the start window's earlier frames give the first steps their context."""
+    from simworld.probes.readout import predict
+
+    lead = np.asarray(start["frames"], np.uint8)[:-1]
+    if len(lead) + 1 < readout.context:  # a short start window: repeat its first frame
+        pad = np.repeat(x[:1], readout.context - 1 - len(lead), axis=0)
+        lead = np.concatenate([pad, lead]) if len(lead) else pad
+    lead = lead[len(lead) - (readout.context - 1) :] if readout.context > 1 else lead[:0]
+    sx, sy = (predict(readout, np.concatenate([lead, v])) for v in (x, y))  # one state per frame of v
+    return np.abs(sx[1:] - sy[1:])

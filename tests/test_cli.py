@@ -188,3 +188,21 @@ def test_main_job_runs_the_shipped_model(tmp_path):
     summary = json.loads((tmp_path / "dream.json").read_text())
     assert summary["steps"] == 8 and summary["checkpoint"].endswith("assets/balls")
     assert (tmp_path / "dream.mp4").exists() and (tmp_path / "dream_psnr.png").exists()
+
+
+def test_train_readout_writes_a_readout_with_its_floor(tmp_path):
+    from simworld.probes.readout import load_readout
+
+    out = tmp_path / "readout"
+    proc = simworld(
+        "train-readout", "world=cartpole", "episodes=4", "steps=12", "readout.epochs=1", "readout.width=4",
+        f"out={out}", "progress=false",
+    )  # fmt: skip
+    assert "RMSE per dimension" in proc.stdout
+    model, meta = load_readout(out)
+    assert (
+        model.dim == 4 and len(meta["floor"]["rmse"]) == 4
+    )  # CartPole: x, x velocity, angle, angular velocity
+    proc = simworld("train-readout", "world=balls", "readout.state_key=nope", f"out={out}2", "episodes=1", "steps=2",
+                    check=False)  # fmt: skip
+    assert proc.returncode != 0 and "nope" in proc.stderr

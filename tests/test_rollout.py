@@ -69,3 +69,24 @@ def test_action_effect_compares_the_dream_and_the_world_under_opposite_actions(c
             p.zero_()
     deaf = action_effect(model, starts=2, steps=4)
     assert deaf["ratio"] == 0 and deaf["real"] == res["real"]
+
+
+def test_action_effect_per_state_dimension_through_a_readout(checkpoint):
+    import torch
+
+    from simworld.probes.readout import StateReadout
+    from simworld.rollout import action_effect
+    from simworld.world_model import WorldModel
+
+    model = WorldModel.from_pretrained(checkpoint)
+    torch.manual_seed(0)
+    readout = StateReadout(3, (64, 64), width=4, context=3)  # untrained: any change in the frames moves it
+    res = action_effect(model, starts=2, steps=4, readout=readout)
+    assert len(res["state_ratio"]) == 3 and len(res["state_dream"]) == len(res["state_real"]) == 4
+    assert min(res["state_real"][-1]) > 0  # the real paddle moves apart, and so do the readings
+    assert min(res["state_ratio"]) > 0
+    with torch.no_grad():  # a dream deaf to its actions reads the same states down both branches
+        for p in model.dynamics.action_emb.parameters():
+            p.zero_()
+    deaf = action_effect(model, starts=2, steps=4, readout=readout)
+    assert deaf["state_ratio"] == [0.0, 0.0, 0.0] and deaf["state_real"] == res["state_real"]

@@ -213,3 +213,29 @@ def load_readout(path: str | Path) -> tuple[StateReadout, dict[str, Any]]:
     model = StateReadout(meta["dim"], tuple(meta["frame_size"]), cfg["width"], cfg["context"])
     load_state_strict(model, load_tensors(path / "readout.safetensors"), str(path / "readout.safetensors"))
     return model.eval(), meta
+
+
+def run_train_readout(c: dict[str, Any]) -> dict[str, Any]:
+    """``simworld train-readout``: collect random-action episodes of ``c["world"]``, train a readout,
+    save it to ``c["out"]`` and print its floor (held-out RMSE per state dimension, beside the spread)."""
+    if c.get("num_threads"):
+        torch.set_num_threads(int(c["num_threads"]))
+    world = c["world"]
+    cfg = ReadoutConfig(**c.get("readout", {}), seed=int(c["seed"]))
+    episodes = collect(
+        world["id"], int(c["episodes"]), int(c["steps"]), seed=int(c["seed"]), **world.get("kwargs", {})
+    )
+    if not episodes[0]["states"] or cfg.state_key not in episodes[0]["states"][0]:
+        raise ValueError(f"{world['id']} reports no info['state'][{cfg.state_key!r}] to learn a readout of")
+    model, report = train_readout(episodes, cfg, log=print if c.get("progress", True) else None)
+    frame_size = tuple(episodes[0]["frames"].shape[1:3])
+    path = save_readout(model, cfg, c["out"], frame_size, report["floor"])
+    floor = report["floor"]
+    print(
+        f"readout of {world['id']} ({floor['pairs']} held-out frames): RMSE per dimension "
+        + ", ".join(f"{e:.4g}" for e in floor["rmse"])
+        + " (spread "
+        + ", ".join(f"{e:.4g}" for e in floor["std"])
+        + f"); wrote {path}"
+    )
+    return {"out": str(path), **report}

@@ -104,7 +104,13 @@ def test_bad_agent_configs_name_the_problem(checkpoint, tmp_path):
 
 @pytest.mark.slow
 def test_world_model_loop_end_to_end_and_resume(tmp_path):
+    from simworld.probes.readout import ReadoutConfig, StateReadout, save_readout
+
+    readout = save_readout(
+        StateReadout(3, (64, 64), width=4), ReadoutConfig(width=4), tmp_path / "ro", (64, 64)
+    )
     cfg = dict(
+        readout=str(readout),
         world=WORLD,
         real_frames=60,
         iterations=2,
@@ -120,6 +126,7 @@ def test_world_model_loop_end_to_end_and_resume(tmp_path):
     assert 30 <= history[0]["real_frames"] < history[1]["real_frames"]  # the budget is spent per iteration
     assert history[1]["agent_steps"] == 64
     assert all(h["dream_action_effect"] >= 0 for h in history)  # dream vs real response to actions
+    assert all(len(h["dream_state_effect"]) == 3 for h in history)  # ... and per state dimension, read
     for path in ("loop.json", "store", "model/model/config.json", "agent/last.zip"):
         assert (tmp_path / "loop" / path).exists(), path
     with pytest.raises(FileExistsError, match="resume=true"):
