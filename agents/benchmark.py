@@ -42,6 +42,7 @@ class BenchConfig:
     model: dict[str, Any] = field(default_factory=dict)
     agent_steps: int = 10_000
     max_episode_steps: int = 15
+    collect_random: float = 0.0  # the loop's share of random collection steps (see LoopConfig)
     agent: str = "ppo"
     num_envs: int = 8
     frame_stack: int = 4
@@ -121,6 +122,7 @@ def run_one(cfg: BenchConfig, arm: str, seed: int) -> None:
                 model=cfg.model,
                 agent_steps=cfg.agent_steps,
                 max_episode_steps=cfg.max_episode_steps,
+                collect_random=cfg.collect_random,
                 readout=cfg.readout,
                 resume=(path / LOOP_FILE).exists(),
             )

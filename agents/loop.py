@@ -44,7 +44,8 @@ class LoopConfig:
         real_frames: The budget of real environment steps, spread evenly over ``iterations``.
         iterations: Collect / model / agent rounds.
         model_steps: World-model optimiser steps added per iteration.
-        model: :class:`~simworld.train.world_model.TrainConfig` overrides (``dynamics``, ``window``, ...).
+        model: :class:`~simworld.train.world_model.TrainConfig` overrides (``dynamics``, ``window``, ...);
+            ``dynamics`` and ``diffusion`` merge into the loop's recipe key by key.
         agent_steps: Agent steps in the dream added per iteration.
         agent: The SB3 algorithm (see :class:`~agents.train.AgentConfig`), with ``num_envs``,
             ``frame_stack``, ``termination_threshold``, ``agent_kwargs`` as there.
@@ -54,6 +55,11 @@ class LoopConfig:
             truncations). Short horizons keep the agent where the model is still accurate (Dreamer
             and DIAMOND imagine 15 steps, IRIS 20); long ones let model errors compound.
         bank_size: Real context windows in the start bank (more: more varied dream starts).
+        collect_random: Share of collection steps (after the first, random, iteration) that take a
+            uniformly random action instead of the policy's. A policy's actions follow from its frames
+            and repeat (CartPole's loop store: the same action as the step before 52 % of the time in
+            the random round, 82 % in the last), so a model trained on them can predict the next frame
+            without listening to the action; random steps keep the action informative.
         eval_episodes: Real episodes scored after each iteration.
         readout: A ``simworld train-readout`` folder: each iteration also records how much the dream's
             *states* answer the actions (``dream_state_effect``, per state dimension; CartPole's pole
@@ -73,6 +79,7 @@ class LoopConfig:
     max_episode_steps: int = 15
     termination_threshold: float | None = None
     bank_size: int = 1024
+    collect_random: float = 0.0
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_episodes: int = 5
     readout: str | None = None
@@ -86,6 +93,8 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.real_frames < self.iterations:
             raise ValueError("need iterations >= 1 and at least one real frame per iteration")
+        if not 0.0 <= self.collect_random <= 1.0:
+            raise ValueError(f"collect_random must be a share in [0, 1], got {self.collect_random}")
 
 
 def collect_with_policy(
@@ -96,10 +105,12 @@ def collect_with_policy(
     frame_stack: int,
     seed: int,
     progress: bool = True,
+    random_share: float = 0.0,
 ) -> int:
     """Run the policy (random if None) in the real world until ``store`` holds ``frames`` real steps.
 
-    Whole episodes are appended (the last one may run past the target). Returns the steps taken.
+    ``random_share`` of the steps take a uniformly random action instead of the policy's. Whole
+    episodes are appended (the last one may run past the target). Returns the steps taken.
     """
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -121,7 +132,7 @@ def collect_with_policy(
             rec = _Recorder(newest_frame(obs), _state(venv.unwrapped.reset_infos[0]), episode_seed)
             done = False
             while not done:
-                if policy is None:
+                if policy is None or rng.random() < random_share:
                     action = np.array([sample_action(env.action_space, rng)])
                 else:
                     action, _ = policy.predict(obs, deterministic=False)
@@ -135,9 +146,10 @@ def collect_with_policy(
                 )
                 taken += 1
                 bar.update(1)
-            store.append(
-                rec.episode(env.action_space, {"policy": "random" if policy is None else str(policy_path)})
-            )
+            source = "random" if policy is None else str(policy_path)
+            if policy is not None and random_share > 0:
+                source += f" ({random_share:.0%} random steps)"
+            store.append(rec.episode(env.action_space, {"policy": source}))
     venv.close()
     return taken
 
@@ -197,7 +209,14 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
     for it in range(len(state["history"]), cfg.iterations):
         policy = agent_dir / LAST_FILE if (agent_dir / LAST_FILE).exists() else None
         collect_with_policy(
-            cfg.world, store, per_iteration * (it + 1), policy, cfg.frame_stack, cfg.seed + it, cfg.progress
+            cfg.world,
+            store,
+            per_iteration * (it + 1),
+            policy,
+            cfg.frame_stack,
+            cfg.seed + it,
+            cfg.progress,
+            random_share=cfg.collect_random,
         )
         store.refresh()
         train = {
@@ -207,7 +226,11 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             "reward_fraction": 0.1,  # sparse rewards: without it a short run predicts their mean everywhere
             "diffusion": dict(LOOP_DIFFUSION),
             "bank_size": cfg.bank_size,
-            **cfg.model,
+        }
+        for key, value in cfg.model.items():  # nested overrides merge: model.diffusion.motion_weight alone
+            base = train.get(key)
+            train[key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
+        train |= {
             "store": str(out / "store"),
             "out": str(model_dir),
             "steps": cfg.model_steps * (it + 1),

@@ -136,6 +136,33 @@ def test_world_model_loop_end_to_end_and_resume(tmp_path):
     assert state["history"][2]["agent_steps"] == 96
 
 
+def test_loop_collection_mixes_random_actions_into_the_policys(tmp_path, monkeypatch):
+    import agents.loop as loop
+    from simworld.data.collect import store_meta_for_world
+    from simworld.data.store import EpisodeStore
+    from simworld.worlds import WorldConfig
+
+    class AlwaysTwo:  # a policy whose actions the store would make predictable
+        def predict(self, obs, deterministic=False):
+            return np.full(len(obs), 2), None
+
+    monkeypatch.setattr(loop, "load_policy", lambda path: (AlwaysTwo(), None))
+    shares = {}
+    for share in (0.0, 0.5):
+        store = EpisodeStore.create(tmp_path / f"s{share}", store_meta_for_world(WorldConfig(**WORLD)))
+        loop.collect_with_policy(
+            WORLD, store, 120, Path("p.zip"), 4, seed=0, progress=False, random_share=share
+        )
+        store.refresh()
+        actions = np.concatenate([store.read_array(i, "actions") for i in store.episode_ids])
+        shares[share] = float(np.mean(actions != 2))
+        assert ("random steps" in store.info(store.episode_ids[0])["policy"]) == (share > 0)
+    assert shares[0.0] == 0.0  # the policy alone
+    assert 0.15 < shares[0.5] < 0.55  # half the steps random, two thirds of those not the policy's 2
+    with pytest.raises(ValueError, match="collect_random"):
+        LoopConfig(world=WORLD, collect_random=1.5)
+
+
 def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):
     from agents.benchmark import BenchConfig, run_benchmark
 
