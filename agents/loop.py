@@ -281,6 +281,10 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
                 "real_reward_per_step": real["reward_per_step"],
                 "dream_action_effect": effect["ratio"],
                 **({"dream_state_effect": effect["state_ratio"]} if readout is not None else {}),
+                # each of two opposite actions held from the same starts: does the dream end and pay
+                # as the world does? (CartPole: pushing one way ends the real episode, not a deaf dream)
+                "held_ended": effect["ended"],
+                "held_return": effect["held_return"],
                 # the dream's view of the same policy while it trained (horizon-truncated episodes)
                 **{f"dream_{k}": v for k, v in (result.get("train") or {}).items() if k != "episodes"},
             }

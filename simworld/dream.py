@@ -116,7 +116,16 @@ def run_dream(cfg: DreamConfig) -> dict[str, Any]:
         if readout is not None:
             ratios = ", ".join(f"{r:.2f}x" for r in summary["action_effect"]["state_ratio"])
             print(f"  read as states ({cfg.readout}), per dimension: {ratios}")
+        e, h = summary["action_effect"]["ended"], summary["action_effect"]["held_return"]
+        print(
+            f"  each action held: episodes ended dream {_per_action(e['dream'])} vs real "
+            f"{_per_action(e['real'])}; return dream {_per_action(h['dream'])} vs real {_per_action(h['real'])}"
+        )
     print(
         f"wrote {cfg.out} (real | dream | difference), {cfg.summary}" + (f", {cfg.plot}" if cfg.plot else "")
     )
     return summary
+
+
+def _per_action(values: list[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in values)

@@ -300,6 +300,13 @@ def action_effect(
     also read into states, dream and real through the same readout, and ``state_ratio`` gives the
     dream / real branch separation per state dimension (CartPole: x, x velocity, pole angle, angular
     velocity).
+
+    The same branches also say whether the dream *ends and pays* as the world does under each held
+    action: ``ended`` is the share of branches whose episode ends within ``steps`` (dream: the
+    expected share under its termination probabilities), ``held_return`` the mean return up to the
+    end (dream: expected), each ``{"dream": [per action], "real": [per action]}``. A dream that keeps
+    the pole up while the world's falls (CartPole) ends fewer branches, and an agent in it learns
+    that pushing one way is safe.
     """
     model = (
         checkpoint if isinstance(checkpoint, WorldModel) else WorldModel.from_pretrained(checkpoint, device)
@@ -308,6 +315,8 @@ def action_effect(
     rng = np.random.default_rng(seed)
     dream_sum, real_sum, count = np.zeros(steps), np.zeros(steps), np.zeros(steps)
     state_sums: list[np.ndarray] = []  # dream, real: (steps, state dims)
+    ended = np.zeros((2, 2))  # (dream, real) x action
+    held = np.zeros((2, 2))
     for i in range(starts):
         start = _bank_start(model, rng)
         if start["state"] is None:
@@ -322,10 +331,15 @@ def action_effect(
                 for x in (a, b)
             ]  # fmt: skip
         alive = np.ones(steps, bool)
-        for tr in branches:
-            ended = np.flatnonzero(tr.real_terminated)
-            if len(ended):
-                alive[ended[0] + 1 :] = False  # the step that ends the episode still counts
+        for j, tr in enumerate(branches):
+            end = np.flatnonzero(tr.real_terminated)
+            if len(end):
+                alive[end[0] + 1 :] = False  # the step that ends the episode still counts
+            live = np.cumprod(1.0 - tr.termination_prob)  # the dream's P(not ended) after each step
+            ended[0, j] += 1.0 - live[-1]
+            held[0, j] += float(np.sum(tr.rewards * np.concatenate([[1.0], live[:-1]])))
+            ended[1, j] += float(len(end) > 0)
+            held[1, j] += float(tr.real_rewards[: end[0] + 1 if len(end) else steps].sum())
         d = np.abs(branches[0].frames[1:].astype(np.float32) - branches[1].frames[1:]).mean(axis=(1, 2, 3))
         r = np.abs(branches[0].real_frames[1:].astype(np.float32) - branches[1].real_frames[1:]).mean(
             axis=(1, 2, 3)
@@ -349,6 +363,8 @@ def action_effect(
         "dream": [float(x) if n else None for x, n in zip(dream, count, strict=True)],
         "real": [float(x) if n else None for x, n in zip(real, count, strict=True)],
         "ratio": float(dream_sum.sum() / max(real_sum.sum(), 1e-8)),
+        "ended": {"dream": (ended[0] / starts).tolist(), "real": (ended[1] / starts).tolist()},
+        "held_return": {"dream": (held[0] / starts).tolist(), "real": (held[1] / starts).tolist()},
     }
     if readout is not None:
         means = [(x / np.maximum(count, 1)[:, None]) for x in state_sums]

@@ -71,6 +71,31 @@ def test_action_effect_compares_the_dream_and_the_world_under_opposite_actions(c
     assert deaf["ratio"] == 0 and deaf["real"] == res["real"]
 
 
+def test_action_effect_says_whether_held_actions_end_and_pay_as_in_the_world(checkpoint, monkeypatch):
+    from simworld.rollout import action_effect
+    from simworld.world_model import WorldModel
+
+    model = WorldModel.from_pretrained(checkpoint)
+    step = model.step
+
+    def with_end(p):  # the dream's termination head fixed at p
+        def patched(*args, **kwargs):
+            frames, latent, reward, _ = step(*args, **kwargs)
+            return frames, latent, np.ones_like(reward), np.full_like(reward, p)
+
+        return patched
+
+    monkeypatch.setattr(model, "step", with_end(1.0))
+    ends = action_effect(model, starts=2, steps=4)
+    monkeypatch.setattr(model, "step", with_end(0.0))
+    never = action_effect(model, starts=2, steps=4)
+    assert ends["ended"]["dream"] == [1.0, 1.0] and never["ended"]["dream"] == [0.0, 0.0]
+    assert ends["held_return"]["dream"] == [1.0, 1.0]  # paid once, then over
+    assert never["held_return"]["dream"] == [4.0, 4.0]  # paid every step of the four
+    assert ends["ended"]["real"] == never["ended"]["real"]  # the world is the world
+    assert len(ends["held_return"]["real"]) == 2
+
+
 def test_action_effect_per_state_dimension_through_a_readout(checkpoint):
     import torch
 
