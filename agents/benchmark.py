@@ -171,6 +171,11 @@ def summarise(cfg: BenchConfig) -> dict[str, Any]:
                 extra = {k: last[k] for k in last if k.startswith(("dream_", "real_reward", "real_mean_len"))}
                 steps = np.array([h["real_frames"] for h in hist])
                 curve = np.array([h["real_mean_return"] for h in hist])
+                gap = [h for h in hist if "policy_return" in h]  # loops run before it was recorded lack it
+                extra["policy_curve"] = {
+                    "real_frames": [h["real_frames"] for h in gap],
+                    **{k: [h["policy_return"][k] for h in gap] for k in ("dream", "real")},
+                }
             else:
                 if not (path / "result.json").exists():
                     continue
@@ -250,13 +255,17 @@ def plot_curves(path: Path, summary: dict[str, Any]) -> Path:
     ax.set_xlabel("real frames spent")
     ax.set_ylabel("real-world return")
     ax.legend(fontsize=8)
-    for r in summary["arms"].get("dream", {}).get("runs", []):
-        if "dream_reward_per_step" in r:
-            bx.bar(f"s{r['seed']} dream", r["dream_reward_per_step"], color="tab:orange")
-            bx.bar(f"s{r['seed']} real", r["real_reward_per_step"], color="tab:blue")
-    bx.set_ylabel("reward per step (same policy)")
-    bx.set_title("dream vs real, last iteration", fontsize=9)
-    bx.tick_params(axis="x", labelsize=7)
+    for i, r in enumerate(summary["arms"].get("dream", {}).get("runs", [])):
+        c = r.get("policy_curve") or {"real_frames": []}
+        if c["real_frames"]:
+            for key, color, style in (("dream", "tab:orange", "--"), ("real", "tab:blue", "-")):
+                label = f"{key} (same policy, same starts)" if i == 0 else None
+                bx.plot(c["real_frames"], c[key], style, marker="o", color=color, label=label)
+    bx.set_xlabel("real frames spent (loop iteration)")
+    bx.set_ylabel(f"return over the {summary['config']['max_episode_steps']}-step horizon")
+    bx.set_title("dream-trained policy: the dream's return vs the world's", fontsize=9)
+    if bx.get_legend_handles_labels()[0]:
+        bx.legend(fontsize=7)
     fig.suptitle(summary["world"], fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

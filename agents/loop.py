@@ -187,7 +187,7 @@ def _state(info: dict[str, Any]) -> dict[str, np.ndarray]:
 
 def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) the loop; returns its history: real frames used and real return per iteration."""
-    from simworld.rollout import action_effect
+    from simworld.rollout import action_effect, policy_outcome
     from simworld.train.world_model import TrainConfig, train_world_model
 
     if isinstance(cfg, dict):
@@ -270,6 +270,15 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
         effect = action_effect(
             model_dir / "model", starts=8, steps=10, seed=cfg.seed, device=cfg.device, readout=readout
         )
+        # the same policy from the same real starts, dream vs world: how much the dream overrates it
+        outcome = policy_outcome(
+            model_dir / "model",
+            agent_dir / LAST_FILE,
+            starts=16,
+            steps=cfg.max_episode_steps,
+            seed=cfg.seed,
+            device=cfg.device,
+        )
         state["history"].append(
             {
                 "iteration": it,
@@ -285,6 +294,8 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
                 # as the world does? (CartPole: pushing one way ends the real episode, not a deaf dream)
                 "held_ended": effect["ended"],
                 "held_return": effect["held_return"],
+                "policy_return": outcome["return"],  # {"dream", "real"} over the imagination horizon
+                "policy_ended": outcome["ended"],
                 # the dream's view of the same policy while it trained (horizon-truncated episodes)
                 **{f"dream_{k}": v for k, v in (result.get("train") or {}).items() if k != "episodes"},
             }

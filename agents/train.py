@@ -295,8 +295,14 @@ class FramePolicy:
         self.deterministic = deterministic
         self._stack: np.ndarray | None = None
 
-    def reset(self) -> None:
+    def reset(self, context: np.ndarray | None = None) -> None:
+        """Start a new episode; ``context`` ``(t, H, W, 3)``: frames seen before the first call (a
+        dream's start window but its last frame), stacked as ``ContextFrameStack`` stacks them."""
         self._stack = None
+        if context is not None and len(context):
+            ctx = np.asarray(context, np.uint8)[-self.frame_stack :].transpose(0, 3, 1, 2)  # (k, 3, H, W)
+            self._stack = np.zeros((3 * self.frame_stack, *ctx.shape[2:]), np.uint8)
+            self._stack[3 * (self.frame_stack - len(ctx)) :] = ctx.reshape(-1, *ctx.shape[2:])
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         frame = np.asarray(frame, dtype=np.uint8).transpose(2, 0, 1)  # (3, H, W)

@@ -199,6 +199,18 @@ def agent_eval(cfg: DictConfig) -> dict:
         f"{result['world']}: return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
         f"over {result['episodes']} episodes (mean length {result['mean_length']:.0f})"
     )
+    if c.get("dream"):  # the same policy from the model's real starts: dream vs world, same actions
+        from simworld.rollout import policy_outcome
+
+        gap = policy_outcome(
+            c["dream"], c["policy"], starts=c["dream_starts"], steps=c["dream_steps"], seed=c["seed"]
+        )
+        result["dream_vs_real"] = gap
+        print(
+            f"from {gap['starts']} real starts, {gap['steps']} steps: return in the dream "
+            f"{gap['return']['dream']:.2f}, in the world {gap['return']['real']:.2f} (overrating "
+            f"{gap['overrating']:+.2f}); episodes ended {gap['ended']['dream']:.2f} vs {gap['ended']['real']:.2f}"
+        )
     if c.get("out"):
         from simworld.checkpoint import atomic_write_text
 

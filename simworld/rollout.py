@@ -87,7 +87,9 @@ Policy = Callable[[np.ndarray], Any]
 def resolve_policy(spec: Any, action_space: gym.Space) -> Policy | np.ndarray | str:
     """Turn what a user passes into a policy: an action list/array, a callable, ``"module:function"``,
     a YAML/JSON file of actions, ``"heuristic"`` (the real world's heuristic), ``"random"``, or an
-    SB3 model or ``.zip``."""
+    SB3 model or ``.zip`` (a path as a string or a ``Path``)."""
+    if isinstance(spec, Path):
+        spec = str(spec)
     if isinstance(spec, str):
         if spec in ("heuristic", "random"):
             return spec
@@ -335,11 +337,9 @@ def action_effect(
             end = np.flatnonzero(tr.real_terminated)
             if len(end):
                 alive[end[0] + 1 :] = False  # the step that ends the episode still counts
-            live = np.cumprod(1.0 - tr.termination_prob)  # the dream's P(not ended) after each step
-            ended[0, j] += 1.0 - live[-1]
-            held[0, j] += float(np.sum(tr.rewards * np.concatenate([[1.0], live[:-1]])))
-            ended[1, j] += float(len(end) > 0)
-            held[1, j] += float(tr.real_rewards[: end[0] + 1 if len(end) else steps].sum())
+            out = _outcome(tr)
+            ended[:, j] += out[:, 0]
+            held[:, j] += out[:, 1]
         d = np.abs(branches[0].frames[1:].astype(np.float32) - branches[1].frames[1:]).mean(axis=(1, 2, 3))
         r = np.abs(branches[0].real_frames[1:].astype(np.float32) - branches[1].real_frames[1:]).mean(
             axis=(1, 2, 3)
@@ -372,6 +372,70 @@ def action_effect(
             result[name] = [m[t].tolist() if count[t] else None for t in range(steps)]
         result["state_ratio"] = (state_sums[0].sum(0) / np.maximum(state_sums[1].sum(0), 1e-8)).tolist()
     return result
+
+
+def _outcome(tr: Trajectory) -> np.ndarray:
+    """``[[dream ended, dream return], [real ended, real return]]`` of one ``compare_real`` rollout.
+
+    The dream's are expectations under its termination probabilities (a step's reward counts with
+    the probability that no earlier step ended the episode); the real world's run to its first
+    termination, that step included."""
+    live = np.cumprod(1.0 - tr.termination_prob)  # the dream's P(not ended) after each step
+    dream = [1.0 - live[-1], float(np.sum(tr.rewards * np.concatenate([[1.0], live[:-1]])))]
+    end = np.flatnonzero(tr.real_terminated)
+    stop = end[0] + 1 if len(end) else len(tr.real_rewards)
+    return np.array([dream, [float(len(end) > 0), float(tr.real_rewards[:stop].sum())]])
+
+
+def policy_outcome(
+    checkpoint: str | Path | WorldModel,
+    policy: Any,
+    starts: int = 16,
+    steps: int = 15,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """A policy's return in the dream against the real world's, from the same starts, same actions.
+
+    From ``starts`` start-bank windows the policy plays ``steps`` steps in the dream (seeing the
+    dream's frames, as it does while it trains there), and the real world, set to each start's true
+    state, replays its actions. ``return`` and ``ended`` are the means over the starts, dream
+    (expected under its termination probabilities) and real (up to the first termination); the
+    dream's minus the real's, ``overrating``, is how much the dream overrates the policy. A policy
+    that has found a model error (a dream that pays where the world does not, a pole that does
+    not fall) shows a large one; a dream that is right about the policy shows about 0. Frame-stacking
+    policies (``agents.train.FramePolicy``) start their stack from the start window, as in the
+    dream environment; ``policy`` is anything :func:`resolve_policy` reads.
+    """
+    model = (
+        checkpoint if isinstance(checkpoint, WorldModel) else WorldModel.from_pretrained(checkpoint, device)
+    )
+    pol = resolve_policy(policy, model.action_space)
+    rng = np.random.default_rng(seed)
+    outs = np.zeros((starts, 2, 2))
+    for i in range(starts):
+        start = _bank_start(model, rng)
+        if start["state"] is None:
+            raise ValueError(
+                "policy_outcome needs a start bank with true states (to run the real world beside)"
+            )
+        if hasattr(pol, "reset"):
+            pol.reset(np.asarray(start["frames"])[:-1])  # the rollout's first call adds the last one
+        with warnings.catch_warnings():  # the real world runs on past its end; those steps are left out
+            warnings.filterwarnings("ignore", message=".*already returned terminated")
+            tr = rollout(
+                model, pol, steps, start=start, seed=seed + i, compare_real=True, restart_on_real_end=False
+            )
+        outs[i] = _outcome(tr)
+    mean = outs.mean(axis=0)
+    return {
+        "starts": starts,
+        "steps": steps,
+        "return": {"dream": float(mean[0, 1]), "real": float(mean[1, 1])},
+        "ended": {"dream": float(mean[0, 0]), "real": float(mean[1, 0])},
+        "overrating": float(mean[0, 1] - mean[1, 1]),
+        "per_start_return": {"dream": outs[:, 0, 1].tolist(), "real": outs[:, 1, 1].tolist()},
+    }
 
 
 def _read_separation(readout: Any, start: dict[str, Any], x: np.ndarray, y: np.ndarray) -> np.ndarray:

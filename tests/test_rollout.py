@@ -115,3 +115,30 @@ def test_action_effect_per_state_dimension_through_a_readout(checkpoint):
             p.zero_()
     deaf = action_effect(model, starts=2, steps=4, readout=readout)
     assert deaf["state_ratio"] == [0.0, 0.0, 0.0] and deaf["state_real"] == res["state_real"]
+
+
+def test_policy_outcome_sets_the_dreams_return_beside_the_worlds(checkpoint, monkeypatch):
+    from simworld.rollout import policy_outcome
+    from simworld.world_model import WorldModel
+
+    model = WorldModel.from_pretrained(checkpoint)
+    step = model.step
+
+    def with_end(p):  # the dream pays 1 a step and ends with probability p
+        def patched(*args, **kwargs):
+            frames, latent, reward, _ = step(*args, **kwargs)
+            return frames, latent, np.ones_like(reward), np.full_like(reward, p)
+
+        return patched
+
+    seen = []
+    monkeypatch.setattr(model, "step", with_end(0.0))
+    never = policy_outcome(model, lambda f: seen.append(f.copy()) or always_right(f), starts=3, steps=5)
+    assert len(seen) == 15 and not np.array_equal(seen[0], seen[1])  # the policy sees the dream's frames
+    monkeypatch.setattr(model, "step", with_end(1.0))
+    ends = policy_outcome(model, always_right, starts=3, steps=5)
+    assert never["return"]["dream"] == 5.0 and never["ended"]["dream"] == 0.0  # paid every step
+    assert ends["return"]["dream"] == 1.0 and ends["ended"]["dream"] == 1.0  # paid once, then over
+    assert ends["return"]["real"] == never["return"]["real"]  # the same actions in the same world
+    assert ends["overrating"] == ends["return"]["dream"] - ends["return"]["real"]
+    assert len(ends["per_start_return"]["real"]) == 3

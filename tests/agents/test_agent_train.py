@@ -64,6 +64,12 @@ def test_train_in_the_dream_evaluate_in_the_world_and_resume(checkpoint, tmp_pat
         f"out={tmp_path / 'e.json'}",
     )
     assert "return" in proc.stdout and json.loads((tmp_path / "e.json").read_text())["episodes"] == 1
+    proc = simworld(  # beside the world's return: the dream's and the world's from the same starts
+        "agent", "eval", f"policy={run / 'last.zip'}", "episodes=1", "video=null", f"dream={checkpoint}",
+        "dream_starts=2", "dream_steps=3", f"out={tmp_path / 'g.json'}",
+    )  # fmt: skip
+    gap = json.loads((tmp_path / "g.json").read_text())["dream_vs_real"]
+    assert "overrating" in proc.stdout and gap["starts"] == 2 and len(gap["per_start_return"]["dream"]) == 2
 
     # the trained policy as a frame -> action function sees what the training pipeline showed it
     from agents.train import FramePolicy, newest_frame, real_venv
@@ -77,6 +83,20 @@ def test_train_in_the_dream_evaluate_in_the_world_and_resume(checkpoint, tmp_pat
         assert np.array_equal(policy._stack, obs[0])
         obs = venv.step(np.array([2]))[0]
     venv.close()
+    # started from a dream's context window, it stacks what the dream environment shows first
+    from gymnasium.vector import AutoresetMode
+
+    from agents.sb3 import SB3VecEnv
+    from agents.train import preprocess
+    from envs.dream import DreamVectorEnv
+
+    dream = preprocess(SB3VecEnv(DreamVectorEnv(1, checkpoint, autoreset_mode=AutoresetMode.SAME_STEP)), 4)
+    dream.seed(0)
+    obs = dream.reset()
+    context = dream.unwrapped.reset_infos[0]["context_frames"]
+    policy.reset(context[:-1])
+    policy(context[-1])
+    assert np.array_equal(policy._stack, obs[0]) and obs[0, 3:].any()
     traj = rollout(checkpoint, str(run / "last.zip"), steps=4)
     assert traj.actions.shape == (4,) and set(traj.actions.tolist()) <= {0, 1, 2}
 
@@ -127,6 +147,8 @@ def test_world_model_loop_end_to_end_and_resume(tmp_path):
     assert history[1]["agent_steps"] == 64
     assert all(h["dream_action_effect"] >= 0 for h in history)  # dream vs real response to actions
     assert all(len(h["dream_state_effect"]) == 3 for h in history)  # ... and per state dimension, read
+    # the trained policy's return over the horizon, dream vs world from the same starts
+    assert all(set(h["policy_return"]) == {"dream", "real"} for h in history)
     for path in ("loop.json", "store", "model/model/config.json", "agent/last.zip"):
         assert (tmp_path / "loop" / path).exists(), path
     with pytest.raises(FileExistsError, match="resume=true"):
@@ -187,6 +209,8 @@ def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):
         assert [r["seed"] for r in runs] == [0, 1] and all(r["real_frames"] >= budget for r in runs)
     assert summary["arms"]["real_large"]["runs"][0]["curve"]["real_frames"] == [32, 64]
     assert "dream_reward_per_step" in summary["arms"]["dream"]["runs"][0]
+    curve = summary["arms"]["dream"]["runs"][0]["policy_curve"]  # the dream's return vs the world's
+    assert len(curve["real_frames"]) == len(curve["dream"]) == len(curve["real"]) == 1
     for name in ("benchmark.json", "table.md", "curves.png"):
         assert (root / name).exists(), name
     assert "real-trained, large | 64 | 2 |" in (root / "table.md").read_text()
