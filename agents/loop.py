@@ -189,6 +189,7 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) the loop; returns its history: real frames used and real return per iteration."""
     from simworld.rollout import action_effect, policy_outcome
     from simworld.train.world_model import TrainConfig, train_world_model
+    from simworld.world_model import WorldModel
 
     if isinstance(cfg, dict):
         cfg = LoopConfig(**cfg)
@@ -266,18 +267,12 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
         real = evaluate_agent(
             agent_dir / LAST_FILE, cfg.world, cfg.eval_episodes, seed=cfg.seed + 50_000 + it
         )
+        dream = WorldModel.from_pretrained(model_dir / "model", cfg.device)  # loaded once for both checks
         # does the dream answer the actions? (near 0: the agent cannot learn what its actions do)
-        effect = action_effect(
-            model_dir / "model", starts=8, steps=10, seed=cfg.seed, device=cfg.device, readout=readout
-        )
+        effect = action_effect(dream, starts=8, steps=10, seed=cfg.seed, readout=readout)
         # the same policy from the same real starts, dream vs world: how much the dream overrates it
         outcome = policy_outcome(
-            model_dir / "model",
-            agent_dir / LAST_FILE,
-            starts=16,
-            steps=cfg.max_episode_steps,
-            seed=cfg.seed,
-            device=cfg.device,
+            dream, agent_dir / LAST_FILE, starts=16, steps=cfg.max_episode_steps, seed=cfg.seed
         )
         state["history"].append(
             {
