@@ -136,12 +136,18 @@ def make_real_world(model: WorldModel, world_kwargs: dict | None = None) -> gym.
     return gym.make(model.cfg.world_id, **{**params, **(world_kwargs or {})})
 
 
-def _bank_start(model: WorldModel, rng: np.random.Generator) -> dict[str, Any]:
+def _bank_start(
+    model: WorldModel, rng: np.random.Generator, needs_state: str | None = None
+) -> dict[str, Any]:
+    """A random start-bank window; ``needs_state`` names a caller that runs the real world beside
+    the dream, and so needs the window's true state."""
     bank = getattr(model, "start_bank", None)
     if bank is None:
         raise ValueError("this checkpoint has no start-frame bank: pass start={'frames': ...}")
     i = int(rng.integers(len(bank["frames"])))
     state = {k[6:]: bank[k][i] for k in bank if k.startswith("state/")}
+    if needs_state and not state:
+        raise ValueError(f"{needs_state} needs a start bank with true states (to run the real world beside)")
     return {"frames": bank["frames"][i], "actions": bank["actions"][i], "state": state or None}
 
 
@@ -320,11 +326,7 @@ def action_effect(
     ended = np.zeros((2, 2))  # (dream, real) x action
     held = np.zeros((2, 2))
     for i in range(starts):
-        start = _bank_start(model, rng)
-        if start["state"] is None:
-            raise ValueError(
-                "action_effect needs a start bank with true states (to run the real world beside)"
-            )
+        start = _bank_start(model, rng, needs_state="action_effect")
         with warnings.catch_warnings():  # the real world runs on past its end; those steps are left out
             warnings.filterwarnings("ignore", message=".*already returned terminated")
             branches = [
@@ -414,11 +416,7 @@ def policy_outcome(
     rng = np.random.default_rng(seed)
     outs = np.zeros((starts, 2, 2))
     for i in range(starts):
-        start = _bank_start(model, rng)
-        if start["state"] is None:
-            raise ValueError(
-                "policy_outcome needs a start bank with true states (to run the real world beside)"
-            )
+        start = _bank_start(model, rng, needs_state="policy_outcome")
         if hasattr(pol, "reset"):
             pol.reset(np.asarray(start["frames"])[:-1])  # the rollout's first call adds the last one
         with warnings.catch_warnings():  # the real world runs on past its end; those steps are left out
