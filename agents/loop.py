@@ -29,7 +29,7 @@ from agents.train import (
 )
 from simworld.checkpoint import atomic_write_text
 from simworld.data.collect import _Recorder, sample_action, store_meta_for_world
-from simworld.data.store import EpisodeStore
+from simworld.data.store import EpisodeStore, action_stats
 from simworld.worlds import WorldConfig, make_world
 
 LOOP_FILE = "loop.json"
@@ -209,6 +209,7 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
         readout, _ = load_readout(cfg.readout)
     for it in range(len(state["history"]), cfg.iterations):
         policy = agent_dir / LAST_FILE if (agent_dir / LAST_FILE).exists() else None
+        before = set(store.episode_ids)
         collect_with_policy(
             cfg.world,
             store,
@@ -220,6 +221,8 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             random_share=cfg.collect_random,
         )
         store.refresh()
+        # how often this round's collection repeated its last action (near 1: the data hides the action)
+        collected = action_stats(store, [e for e in store.episode_ids if e not in before])
         train = {
             "dynamics": dict(LOOP_DYNAMICS),
             "window": 6,
@@ -278,6 +281,8 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             {
                 "iteration": it,
                 "real_frames": int(real_steps(store)),
+                "collect_action_repeat": collected["repeat_share"],
+                "collect_action_counts": collected["counts"],
                 "agent_steps": result["timesteps"],
                 "real_mean_return": real["mean_return"],
                 "real_std_return": real["std_return"],

@@ -59,9 +59,10 @@ def import_(cfg: DictConfig) -> int:
 
 
 def info(cfg: DictConfig) -> dict:
-    from simworld.data.store import EpisodeStore
+    from simworld.data.store import EpisodeStore, action_stats
 
     store = EpisodeStore(cfg.store)
+    actions = action_stats(store)
     lengths = [store.lengths[e] for e in store.episode_ids]
     summary = {
         "store": str(cfg.store),
@@ -73,6 +74,9 @@ def info(cfg: DictConfig) -> dict:
         "frames": int(store.num_frames),
         "mean_length": float(sum(lengths) / max(len(lengths), 1)),
         "bytes_on_disk": int(store.bytes_on_disk()),
+        # share of steps repeating the previous action; per-action step counts (Discrete)
+        "action_repeat_share": actions["repeat_share"],
+        "action_counts": actions["counts"],
     }
     print(json.dumps(summary, indent=2))
     return summary

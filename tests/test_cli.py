@@ -48,6 +48,7 @@ def test_collect_then_info_and_export(tmp_path):
 
     info = json.loads(simworld("info", f"store={out}").stdout)
     assert info["episodes"] == 3 and info["world_id"] == "simworld/Balls-v0"
+    assert sum(info["action_counts"]) == info["steps"] and 0 <= info["action_repeat_share"] <= 1
 
     mp4 = tmp_path / "ep1.mp4"
     simworld("export", f"store={out}", "episode=1", f"out={mp4}", "upscale=1")

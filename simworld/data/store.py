@@ -521,6 +521,34 @@ class EpisodeStore:
         return [e for e in self._ids if e not in val], sorted(val)
 
 
+def action_stats(store: EpisodeStore, episode_ids: list[int] | None = None) -> dict[str, Any]:
+    """How the actions of a store's episodes (all, or ``episode_ids``) are spread.
+
+    ``repeat_share`` is the share of steps (after each episode's first) whose action equals the
+    step before's: near 1, the data barely shows what a change of action does, which a world model
+    needs to learn the action's effect. ``counts`` is each action's number of steps (Discrete only,
+    else None). Reads the action arrays only, never the frames.
+    """
+    ids = store.episode_ids if episode_ids is None else list(episode_ids)
+    space = store.meta.space
+    n_actions = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
+    counts = np.zeros(n_actions or 0, dtype=np.int64)
+    steps = pairs = repeats = 0
+    for eid in ids:
+        a = store.read_array(eid, "actions")
+        a = a.reshape(len(a), int(np.prod(a.shape[1:])))
+        steps += len(a)
+        pairs += max(len(a) - 1, 0)
+        repeats += int(np.all(a[1:] == a[:-1], axis=1).sum())
+        if n_actions is not None:
+            counts += np.bincount(a[:, 0] - space.start, minlength=n_actions)[:n_actions]
+    return {
+        "steps": steps,
+        "repeat_share": repeats / pairs if pairs else None,
+        "counts": counts.tolist() if n_actions is not None else None,
+    }
+
+
 def _unit_hash(seed: int, eid: int) -> float:
     digest = hashlib.blake2b(f"{seed}:{eid}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2**64

@@ -145,6 +145,10 @@ def test_world_model_loop_end_to_end_and_resume(tmp_path):
     assert [h["iteration"] for h in history] == [0, 1]
     assert 30 <= history[0]["real_frames"] < history[1]["real_frames"]  # the budget is spent per iteration
     assert history[1]["agent_steps"] == 64
+    # each round's own collection: its actions add up to the real steps it took
+    assert sum(history[0]["collect_action_counts"]) == history[0]["real_frames"]
+    assert sum(history[1]["collect_action_counts"]) == history[1]["real_frames"] - history[0]["real_frames"]
+    assert all(0 <= h["collect_action_repeat"] <= 1 for h in history)
     assert all(h["dream_action_effect"] >= 0 for h in history)  # dream vs real response to actions
     assert all(len(h["dream_state_effect"]) == 3 for h in history)  # ... and per state dimension, read
     # the trained policy's return over the horizon, dream vs world from the same starts

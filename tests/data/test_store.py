@@ -301,3 +301,25 @@ def test_split_has_a_validation_episode_when_possible(tmp_path):
     train, val = store.split(0.01)
     assert len(val) == 1 and len(train) == 1
     assert store.split(0.0) == ([0, 1], [])
+
+
+def test_action_stats_count_repeats_within_episodes_only(tmp_path):
+    import dataclasses
+
+    from simworld.data.store import action_stats
+
+    s = EpisodeStore.create(tmp_path / "acts", make_meta())
+    for i, actions in enumerate(([1, 1, 1, 3], [3, 0], [])):  # the 3 -> 3 across episodes is no repeat
+        ep = make_episode(len(actions), seed=i)
+        s.append(dataclasses.replace(ep, actions=np.array(actions, np.int64)))
+    stats = action_stats(s)
+    assert stats["steps"] == 6 and stats["counts"] == [1, 3, 0, 2]
+    assert stats["repeat_share"] == pytest.approx(2 / 4)  # pairs: 1-1, 1-1, 1-3, 3-0
+    assert action_stats(s, [1])["repeat_share"] == 0.0
+    assert action_stats(s, [2]) == {"steps": 0, "repeat_share": None, "counts": [0, 0, 0, 0]}
+
+    box = EpisodeStore.create(tmp_path / "box", make_meta(BOX))
+    ep = make_episode(3, BOX)
+    held = np.array([[0.5, -0.5], [0.5, -0.5], [0.5, 0.2]], np.float32)  # only both dims equal repeat
+    box.append(dataclasses.replace(ep, actions=held))
+    assert action_stats(box) == {"steps": 3, "repeat_share": 0.5, "counts": None}
