@@ -29,6 +29,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalC
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecTransposeImage
 
+import simworld
 from simworld.checkpoint import atomic_write_text
 from simworld.data.atomic import atomic_path
 from simworld.worlds import WorldConfig, make_world
@@ -36,6 +37,17 @@ from simworld.worlds import WorldConfig, make_world
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC}
 ENVS = ("dream", "real")
 AGENT_FILE, LAST_FILE, BEST_FILE = "agent.json", "last.zip", "best_model.zip"
+# policies shipped in the package: simworld/assets/policies/<name>/{policy.zip, agent.json}
+POLICY_ASSETS = Path(simworld.__file__).parent / "assets" / "policies"
+SHIPPED_PREFIX, SHIPPED_FILE = "shipped:", "policy.zip"
+# what a policy zip carries for training only: the last rollout's observations and episode stats
+TRAINING_ONLY = [
+    "_last_obs",
+    "_last_original_obs",
+    "_last_episode_starts",
+    "ep_info_buffer",
+    "ep_success_buffer",
+]
 
 
 @dataclass
@@ -167,6 +179,28 @@ def save_agent(model: BaseAlgorithm, path: Path) -> None:
         model.save(tmp)
 
 
+def export_policy(policy: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write a policy for shipping: ``<out>/policy.zip`` and ``<out>/agent.json``.
+
+    The zip keeps the network's weights but not what only training uses: the optimiser's moment
+    estimates (two more copies of the weights; a fresh optimiser takes their place) and the last
+    rollout's observations. So it is about a third the size and predicts exactly as the source;
+    training it further restarts the optimiser. ``agent.json`` is the source's, plus where it came from.
+    """
+    src = policy_file(policy)
+    model, meta = load_policy(src)
+    opt = model.policy.optimizer
+    model.policy.optimizer = type(opt)(model.policy.parameters(), **opt.defaults)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / SHIPPED_FILE
+    with atomic_path(path, keep_suffix=True) as tmp:
+        model.save(tmp, exclude=TRAINING_ONLY)
+    meta = {**meta, "exported_from": str(src)}
+    atomic_write_text(out / AGENT_FILE, json.dumps(meta, indent=2))
+    return path
+
+
 def train_agent(cfg: AgentConfig | dict[str, Any]) -> dict[str, Any]:
     """Train (or resume) an agent; returns the final real-world evaluation and the run's paths."""
     if isinstance(cfg, dict):
@@ -262,9 +296,29 @@ def _progress_bar_available() -> bool:
     return True
 
 
+def shipped_policies() -> list[str]:
+    """Names of the policies shipped inside the package (``policy=shipped:<name>``)."""
+    return sorted(p.parent.name for p in POLICY_ASSETS.glob(f"*/{SHIPPED_FILE}"))
+
+
+def policy_file(spec: str | os.PathLike) -> Path:
+    """The zip a policy argument names: a path, or ``shipped:<name>`` for a policy in the package."""
+    spec = str(spec)
+    if spec.startswith(SHIPPED_PREFIX):
+        name = spec[len(SHIPPED_PREFIX) :]
+        path = POLICY_ASSETS / name / SHIPPED_FILE
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no shipped policy {name!r}; shipped: {', '.join(shipped_policies()) or 'none'}"
+            )
+        return path
+    return Path(spec)
+
+
 def load_policy(path: str | os.PathLike, device: str = "cpu") -> tuple[BaseAlgorithm, dict[str, Any]]:
-    """An SB3 zip and the ``agent.json`` beside it (algorithm, frame stack, world)."""
-    path = Path(path)
+    """An SB3 zip (or ``shipped:<name>``) and the ``agent.json`` beside it (algorithm, frame stack,
+    world)."""
+    path = policy_file(path)
     if not path.exists():
         raise FileNotFoundError(f"no policy at {path}")
     meta_path = path.parent / AGENT_FILE

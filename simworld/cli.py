@@ -60,6 +60,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "simworld.commands:agent_eval",
         "real-world returns (mean +- std) and a video of a policy",
     ),
+    "agent export": (
+        "simworld.commands:agent_export",
+        "a trained policy without its optimiser state, for shipping (`policy=shipped:<name>` runs it)",
+    ),
     "agent bench": (
         "simworld.commands:agent_bench",
         "dream-trained vs real-trained agents at one real-frame budget, over seeds: table and curves",

@@ -222,6 +222,33 @@ def agent_eval(cfg: DictConfig) -> dict:
     return result
 
 
+def agent_export(cfg: DictConfig) -> dict:
+    from agents.train import AGENT_FILE, evaluate_agent, export_policy
+
+    c = _plain(cfg)
+    path = export_policy(c["policy"], c["out"])
+    result: dict = {"policy": str(path), "bytes": path.stat().st_size}
+    if c["eval_episodes"]:  # scored from the exported file itself, recorded beside it
+        real = evaluate_agent(path, episodes=c["eval_episodes"], seed=c["seed"])
+        keys = ("world", "episodes", "mean_return", "std_return", "mean_length")
+        result["real"] = {k: real[k] for k in keys}
+        meta_path = path.parent / AGENT_FILE
+        meta = json.loads(meta_path.read_text())
+        from simworld.checkpoint import atomic_write_text
+
+        atomic_write_text(meta_path, json.dumps({**meta, "real_eval": result["real"]}, indent=2))
+    print(
+        f"wrote {path} ({result['bytes'] / 1e6:.1f} MB)"
+        + (
+            f"; real return {result['real']['mean_return']:.2f} +- {result['real']['std_return']:.2f} "
+            f"over {result['real']['episodes']} episodes"
+            if "real" in result
+            else ""
+        )
+    )
+    return result
+
+
 def agent_loop(cfg: DictConfig) -> dict:
     from agents.loop import LoopConfig, run_loop
 

@@ -86,13 +86,18 @@ Policy = Callable[[np.ndarray], Any]
 
 def resolve_policy(spec: Any, action_space: gym.Space) -> Policy | np.ndarray | str:
     """Turn what a user passes into a policy: an action list/array, a callable, ``"module:function"``,
-    a YAML/JSON file of actions, ``"heuristic"`` (the real world's heuristic), ``"random"``, or an
-    SB3 model or ``.zip`` (a path as a string or a ``Path``)."""
+    a YAML/JSON file of actions, ``"heuristic"`` (the real world's heuristic), ``"random"``, an
+    SB3 model or ``.zip`` (a path as a string or a ``Path``), or ``"shipped:<name>"`` (a policy in
+    the package, `simworld agent eval policy=shipped:cartpole`)."""
     if isinstance(spec, Path):
         spec = str(spec)
     if isinstance(spec, str):
         if spec in ("heuristic", "random"):
             return spec
+        if spec.startswith("shipped:"):
+            from agents.train import policy_file
+
+            spec = str(policy_file(spec))
         path = Path(spec)
         if path.suffix in (".json", ".yaml", ".yml") and path.exists():
             import yaml

@@ -112,6 +112,35 @@ def test_real_world_baseline_trains_on_the_world_itself(tmp_path):
     assert result["env"] == "real" and result["timesteps"] == 32
 
 
+def test_exported_policy_is_smaller_acts_the_same_and_runs_as_shipped(tmp_path, monkeypatch):
+    import agents.train as train
+    from simworld.rollout import resolve_policy
+
+    train_agent(agent_cfg(tmp_path, env="real", eval_every=0))
+    src = tmp_path / "agent" / "last.zip"
+    proc = simworld(
+        "agent", "export", f"policy={src}", f"out={tmp_path / 'ship' / 'tiny'}", "eval_episodes=1"
+    )
+    exported = tmp_path / "ship" / "tiny" / "policy.zip"
+    assert "real return" in proc.stdout and exported.stat().st_size < src.stat().st_size / 2
+    meta = json.loads((exported.parent / "agent.json").read_text())
+    assert (
+        meta["frame_stack"] == 4 and meta["real_eval"]["episodes"] == 1 and meta["exported_from"] == str(src)
+    )
+    (a, _), (b, _) = train.load_policy(src), train.load_policy(exported)
+    obs = np.random.default_rng(0).integers(0, 256, (16, *a.observation_space.shape), dtype=np.uint8)
+    assert np.array_equal(a.predict(obs, deterministic=True)[0], b.predict(obs, deterministic=True)[0])
+
+    monkeypatch.setattr(train, "POLICY_ASSETS", tmp_path / "ship")
+    assert train.shipped_policies() == ["tiny"]
+    assert (
+        evaluate_agent("shipped:tiny", episodes=1)["world"] == "simworld/Balls-v0"
+    )  # its agent.json's world
+    assert isinstance(resolve_policy("shipped:tiny", None), train.FramePolicy)
+    with pytest.raises(FileNotFoundError, match="no shipped policy 'nope'; shipped: tiny"):
+        train.load_policy("shipped:nope")
+
+
 def test_bad_agent_configs_name_the_problem(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="unknown agent"):
         agent_cfg(tmp_path, agent="rainbow")
