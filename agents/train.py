@@ -222,6 +222,7 @@ def train_agent(cfg: AgentConfig | dict[str, Any]) -> dict[str, Any]:
     algo = ALGOS[cfg.agent]
     if cfg.resume and last.exists():
         model = algo.load(last, env=venv, device=cfg.device)
+        model.tensorboard_log = str(out / "tb")  # the zip holds the path it was saved with, maybe elsewhere
     else:
         kwargs = {
             "tensorboard_log": str(out / "tb"),

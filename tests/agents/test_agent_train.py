@@ -110,6 +110,16 @@ def test_random_policy_floor(tmp_path):
 def test_real_world_baseline_trains_on_the_world_itself(tmp_path):
     result = train_agent(agent_cfg(tmp_path, env="real", eval_every=0))
     assert result["env"] == "real" and result["timesteps"] == 32
+    # a run moved elsewhere resumes there, TensorBoard included (the zip remembers its old folder)
+    (tmp_path / "agent").rename(tmp_path / "moved")
+    before = len(list((tmp_path / "moved" / "tb").rglob("events*")))
+    cfg = agent_cfg(
+        tmp_path, env="real", eval_every=0, timesteps=64, resume=True, out=str(tmp_path / "moved")
+    )
+    assert train_agent(cfg)["timesteps"] == 64
+    assert (
+        not (tmp_path / "agent").exists() and len(list((tmp_path / "moved" / "tb").rglob("events*"))) > before
+    )
 
 
 def test_exported_policy_is_smaller_acts_the_same_and_runs_as_shipped(tmp_path, monkeypatch):
