@@ -72,3 +72,11 @@ def test_regular_install_runs_collect(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert (work / "store" / "meta.json").exists()
+    # the shipped policies come with the package: `policy=shipped:cartpole` works from anywhere
+    shipped = subprocess.run(
+        [str(py), "-c", "from agents.train import policy_file; print(policy_file('shipped:cartpole'))"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
+    assert shipped.returncode == 0 and str(env_dir) in shipped.stdout, shipped.stderr

@@ -151,6 +151,16 @@ def test_exported_policy_is_smaller_acts_the_same_and_runs_as_shipped(tmp_path, 
         train.load_policy("shipped:nope")
 
 
+def test_the_shipped_cartpole_policy_plays_cartpole():
+    from agents.train import FramePolicy, shipped_policies
+    from simworld.rollout import resolve_policy
+
+    assert "cartpole" in shipped_policies()
+    scores = evaluate_agent("shipped:cartpole", episodes=1, seed=0)  # its own world from agent.json
+    assert scores["world"] == "simworld/PixelCartPole-v1" and scores["episodes"] == 1
+    assert isinstance(resolve_policy("shipped:cartpole", None), FramePolicy)
+
+
 def test_bad_agent_configs_name_the_problem(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="unknown agent"):
         agent_cfg(tmp_path, agent="rainbow")
