@@ -41,6 +41,7 @@ class BenchConfig:
     model_steps: int = 400
     model: dict[str, Any] = field(default_factory=dict)
     agent_steps: int = 10_000
+    final_agent_steps: int = 0  # the loop's extra dream steps after its last real frames (see LoopConfig)
     max_episode_steps: int = 15
     collect_random: float = 0.0  # the loop's share of random collection steps (see LoopConfig)
     agent: str = "ppo"
@@ -121,6 +122,7 @@ def run_one(cfg: BenchConfig, arm: str, seed: int) -> None:
                 model_steps=cfg.model_steps,
                 model=cfg.model,
                 agent_steps=cfg.agent_steps,
+                final_agent_steps=cfg.final_agent_steps,
                 max_episode_steps=cfg.max_episode_steps,
                 collect_random=cfg.collect_random,
                 readout=cfg.readout,

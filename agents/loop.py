@@ -60,6 +60,9 @@ class LoopConfig:
             and repeat (CartPole's loop store: the same action as the step before 52 % of the time in
             the random round, 82 % in the last), so a model trained on them can predict the next frame
             without listening to the action; random steps keep the action informative.
+        final_agent_steps: More dream agent steps in the last iteration, after the last real frames
+            are collected and the model trained on them: compute, not real frames (CartPole: 60k more
+            on the final model took a seed from 43 to 76 real return, docs/results.md session 14).
         eval_episodes: Real episodes scored after each iteration.
         readout: A ``simworld train-readout`` folder: each iteration also records how much the dream's
             *states* answer the actions (``dream_state_effect``, per state dimension; CartPole's pole
@@ -73,6 +76,7 @@ class LoopConfig:
     model_steps: int = 400
     model: dict[str, Any] = field(default_factory=dict)
     agent_steps: int = 50_000
+    final_agent_steps: int = 0
     agent: str = "ppo"
     num_envs: int = 8
     frame_stack: int = 4
@@ -93,6 +97,8 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.real_frames < self.iterations:
             raise ValueError("need iterations >= 1 and at least one real frame per iteration")
+        if self.final_agent_steps < 0:
+            raise ValueError(f"final_agent_steps must be >= 0, got {self.final_agent_steps}")
         if not 0.0 <= self.collect_random <= 1.0:
             raise ValueError(f"collect_random must be a share in [0, 1], got {self.collect_random}")
 
@@ -250,7 +256,7 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             env="dream",
             checkpoint=str(model_dir / "model"),
             agent=cfg.agent,
-            timesteps=cfg.agent_steps * (it + 1),
+            timesteps=cfg.agent_steps * (it + 1) + (cfg.final_agent_steps if it == cfg.iterations - 1 else 0),
             num_envs=cfg.num_envs,
             frame_stack=cfg.frame_stack,
             max_episode_steps=cfg.max_episode_steps,

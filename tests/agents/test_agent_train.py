@@ -206,9 +206,10 @@ def test_world_model_loop_end_to_end_and_resume(tmp_path):
         assert (tmp_path / "loop" / path).exists(), path
     with pytest.raises(FileExistsError, match="resume=true"):
         run_loop(LoopConfig(**cfg))
-    state = run_loop(LoopConfig(**{**cfg, "iterations": 3, "real_frames": 90, "resume": True}))
+    resumed = {**cfg, "iterations": 3, "real_frames": 90, "resume": True, "final_agent_steps": 32}
+    state = run_loop(LoopConfig(**resumed))
     assert [h["iteration"] for h in state["history"]] == [0, 1, 2]
-    assert state["history"][2]["agent_steps"] == 96
+    assert state["history"][2]["agent_steps"] == 96 + 32  # the last round trains on after its frames
 
 
 def test_loop_collection_mixes_random_actions_into_the_policys(tmp_path, monkeypatch):
