@@ -81,8 +81,14 @@ def run_dir(cfg: BenchConfig, arm: str, seed: int) -> Path:
 
 def _finished(arm: str, path: Path, cfg: BenchConfig) -> bool:
     if arm == "dream":
-        return len(_history(path)) >= cfg.iterations
+        return _loop_done(_history(path), cfg)
     return (path / "result.json").exists()
+
+
+def _loop_done(hist: list[dict[str, Any]], cfg: BenchConfig) -> bool:
+    """All iterations ran and the agent has its final steps (more asked of a finished loop: not done)."""
+    steps = cfg.agent_steps * cfg.iterations + cfg.final_agent_steps
+    return len(hist) >= cfg.iterations and hist[-1]["agent_steps"] >= steps
 
 
 def _history(path: Path) -> list[dict[str, Any]]:
@@ -168,7 +174,7 @@ def summarise(cfg: BenchConfig) -> dict[str, Any]:
                 hist = _history(path)
                 if not hist:
                     continue
-                last, finished = hist[-1], len(hist) >= cfg.iterations
+                last, finished = hist[-1], _loop_done(hist, cfg)
                 ret, frames = last["real_mean_return"], last["real_frames"]
                 extra = {k: last[k] for k in last if k.startswith(("dream_", "real_reward", "real_mean_len"))}
                 steps = np.array([h["real_frames"] for h in hist])

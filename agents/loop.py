@@ -63,6 +63,7 @@ class LoopConfig:
         final_agent_steps: More dream agent steps in the last iteration, after the last real frames
             are collected and the model trained on them: compute, not real frames (CartPole: 60k more
             on the final model took a seed from 43 to 76 real return, docs/results.md session 14).
+            Raised on a finished loop (``resume=True``), the agent trains on in the final model's dream.
         eval_episodes: Real episodes scored after each iteration.
         readout: A ``simworld train-readout`` folder: each iteration also records how much the dream's
             *states* answer the actions (``dream_state_effect``, per state dimension; CartPole's pole
@@ -192,10 +193,11 @@ def _state(info: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
-    """Run (or resume) the loop; returns its history: real frames used and real return per iteration."""
-    from simworld.rollout import action_effect, policy_outcome
+    """Run (or resume) the loop; returns its history: real frames used and real return per iteration.
+
+    A finished loop resumed with more ``final_agent_steps`` trains its agent on in the last round.
+    """
     from simworld.train.world_model import TrainConfig, train_world_model
-    from simworld.world_model import WorldModel
 
     if isinstance(cfg, dict):
         cfg = LoopConfig(**cfg)
@@ -251,61 +253,93 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             "progress": cfg.progress,
         }
         train_world_model(TrainConfig(**train))
-        agent = AgentConfig(
-            world=cfg.world,
-            env="dream",
-            checkpoint=str(model_dir / "model"),
-            agent=cfg.agent,
-            timesteps=cfg.agent_steps * (it + 1) + (cfg.final_agent_steps if it == cfg.iterations - 1 else 0),
-            num_envs=cfg.num_envs,
-            frame_stack=cfg.frame_stack,
-            max_episode_steps=cfg.max_episode_steps,
-            termination_threshold=cfg.termination_threshold,
-            eval_every=0,
-            eval_episodes=cfg.eval_episodes,
-            ckpt_every=max(cfg.agent_steps // 4, 1),
-            agent_kwargs=cfg.agent_kwargs,
-            out=str(agent_dir),
-            seed=cfg.seed,
-            device=cfg.device,
-            num_threads=cfg.num_threads,
-            resume=(agent_dir / LAST_FILE).exists(),
-            progress=cfg.progress,
-        )
-        result = train_agent(agent)
-        real = evaluate_agent(
-            agent_dir / LAST_FILE, cfg.world, cfg.eval_episodes, seed=cfg.seed + 50_000 + it
-        )
-        dream = WorldModel.from_pretrained(model_dir / "model", cfg.device)  # loaded once for both checks
-        # does the dream answer the actions? (near 0: the agent cannot learn what its actions do)
-        effect = action_effect(dream, starts=8, steps=10, seed=cfg.seed, readout=readout)
-        # the same policy from the same real starts, dream vs world: how much the dream overrates it
-        outcome = policy_outcome(
-            dream, agent_dir / LAST_FILE, starts=16, steps=cfg.max_episode_steps, seed=cfg.seed
-        )
-        state["history"].append(
-            {
-                "iteration": it,
-                "real_frames": int(real_steps(store)),
-                "collect_action_repeat": collected["repeat_share"],
-                "collect_action_counts": collected["counts"],
-                "agent_steps": result["timesteps"],
-                "real_mean_return": real["mean_return"],
-                "real_std_return": real["std_return"],
-                "real_mean_length": real["mean_length"],
-                "real_reward_per_step": real["reward_per_step"],
-                "dream_action_effect": effect["ratio"],
-                **({"dream_state_effect": effect["state_ratio"]} if readout is not None else {}),
-                # each of two opposite actions held from the same starts: does the dream end and pay
-                # as the world does? (CartPole: pushing one way ends the real episode, not a deaf dream)
-                "held_ended": effect["ended"],
-                "held_return": effect["held_return"],
-                "policy_return": outcome["return"],  # {"dream", "real"} over the imagination horizon
-                "policy_ended": outcome["ended"],
-                # the dream's view of the same policy while it trained (horizon-truncated episodes)
-                **{f"dream_{k}": v for k, v in (result.get("train") or {}).items() if k != "episodes"},
-            }
-        )
+        entry = {
+            "iteration": it,
+            "real_frames": int(real_steps(store)),
+            "collect_action_repeat": collected["repeat_share"],
+            "collect_action_counts": collected["counts"],
+        }
+        state["history"].append(_agent_round(cfg, it, model_dir, agent_dir, readout, entry))
         atomic_write_text(state_path, json.dumps({"config": asdict(cfg), **state}, indent=2))
         print(json.dumps(state["history"][-1]))
+    last = state["history"][-1]
+    if len(state["history"]) == cfg.iterations and last["agent_steps"] < final_timesteps(cfg):
+        # a finished loop asked for more final agent steps: train on in the last round's dream (no
+        # real frames), replacing its entry; the entry it had is kept under "before"
+        it = cfg.iterations - 1
+        kept = ("iteration", "real_frames", "collect_action_repeat", "collect_action_counts")
+        keep = {k: last[k] for k in kept if k in last}
+        entry = _agent_round(cfg, it, model_dir, agent_dir, readout, keep)
+        entry["before"] = {k: v for k, v in last.items() if k not in keep and k != "before"}
+        state["history"][-1] = entry
+        atomic_write_text(state_path, json.dumps({"config": asdict(cfg), **state}, indent=2))
+        print(json.dumps(entry))
     return state
+
+
+def final_timesteps(cfg: LoopConfig) -> int:
+    """Dream agent steps the loop's agent has when the loop is done."""
+    return cfg.agent_steps * cfg.iterations + cfg.final_agent_steps
+
+
+def _agent_round(
+    cfg: LoopConfig,
+    it: int,
+    model_dir: Path,
+    agent_dir: Path,
+    readout: Any,
+    entry: dict[str, Any],
+) -> dict[str, Any]:
+    """Train the agent (on) in the dream of ``model_dir`` for round ``it``, score it in the world and
+    check the dream against the world; returns ``entry`` with the measurements added."""
+    from simworld.rollout import action_effect, policy_outcome
+    from simworld.world_model import WorldModel
+
+    agent = AgentConfig(
+        world=cfg.world,
+        env="dream",
+        checkpoint=str(model_dir / "model"),
+        agent=cfg.agent,
+        timesteps=final_timesteps(cfg) if it == cfg.iterations - 1 else cfg.agent_steps * (it + 1),
+        num_envs=cfg.num_envs,
+        frame_stack=cfg.frame_stack,
+        max_episode_steps=cfg.max_episode_steps,
+        termination_threshold=cfg.termination_threshold,
+        eval_every=0,
+        eval_episodes=cfg.eval_episodes,
+        ckpt_every=max(cfg.agent_steps // 4, 1),
+        agent_kwargs=cfg.agent_kwargs,
+        out=str(agent_dir),
+        seed=cfg.seed,
+        device=cfg.device,
+        num_threads=cfg.num_threads,
+        resume=(agent_dir / LAST_FILE).exists(),
+        progress=cfg.progress,
+    )
+    result = train_agent(agent)
+    real = evaluate_agent(agent_dir / LAST_FILE, cfg.world, cfg.eval_episodes, seed=cfg.seed + 50_000 + it)
+    dream = WorldModel.from_pretrained(model_dir / "model", cfg.device)  # loaded once for both checks
+    # does the dream answer the actions? (near 0: the agent cannot learn what its actions do)
+    effect = action_effect(dream, starts=8, steps=10, seed=cfg.seed, readout=readout)
+    # the same policy from the same real starts, dream vs world: how much the dream overrates it
+    outcome = policy_outcome(
+        dream, agent_dir / LAST_FILE, starts=16, steps=cfg.max_episode_steps, seed=cfg.seed
+    )
+    return {
+        **entry,
+        "agent_steps": result["timesteps"],
+        "real_mean_return": real["mean_return"],
+        "real_std_return": real["std_return"],
+        "real_mean_length": real["mean_length"],
+        "real_reward_per_step": real["reward_per_step"],
+        "dream_action_effect": effect["ratio"],
+        **({"dream_state_effect": effect["state_ratio"]} if readout is not None else {}),
+        # each of two opposite actions held from the same starts: does the dream end and pay
+        # as the world does? (CartPole: pushing one way ends the real episode, not a deaf dream)
+        "held_ended": effect["ended"],
+        "held_return": effect["held_return"],
+        "policy_return": outcome["return"],  # {"dream", "real"} over the imagination horizon
+        "policy_ended": outcome["ended"],
+        # the dream's view of the same policy while it trained (horizon-truncated episodes)
+        **{f"dream_{k}": v for k, v in (result.get("train") or {}).items() if k != "episodes"},
+    }

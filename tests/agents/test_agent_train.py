@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.loop import LoopConfig, run_loop
+from agents.loop import LoopConfig, real_steps, run_loop
 from agents.train import AgentConfig, evaluate_agent, train_agent
 from tests.test_cli import simworld
 
@@ -173,6 +173,7 @@ def test_bad_agent_configs_name_the_problem(checkpoint, tmp_path):
 
 @pytest.mark.slow
 def test_world_model_loop_end_to_end_and_resume(tmp_path):
+    from simworld.data.store import EpisodeStore
     from simworld.probes.readout import ReadoutConfig, StateReadout, save_readout
 
     readout = save_readout(
@@ -210,6 +211,14 @@ def test_world_model_loop_end_to_end_and_resume(tmp_path):
     state = run_loop(LoopConfig(**resumed))
     assert [h["iteration"] for h in state["history"]] == [0, 1, 2]
     assert state["history"][2]["agent_steps"] == 96 + 32  # the last round trains on after its frames
+    # a finished loop asked for more final steps trains on in its last dream, spending no real frames
+    frames = state["history"][2]["real_frames"]
+    state = run_loop(LoopConfig(**{**resumed, "final_agent_steps": 64}))
+    last = state["history"][-1]
+    assert len(state["history"]) == 3 and last["agent_steps"] == 96 + 64
+    assert last["real_frames"] == frames == real_steps(EpisodeStore(tmp_path / "loop" / "store"))
+    assert last["before"]["agent_steps"] == 96 + 32  # what it scored before is kept
+    assert run_loop(LoopConfig(**{**resumed, "final_agent_steps": 64}))["history"] == state["history"]
 
 
 def test_loop_collection_mixes_random_actions_into_the_policys(tmp_path, monkeypatch):
