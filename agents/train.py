@@ -179,6 +179,14 @@ def save_agent(model: BaseAlgorithm, path: Path) -> None:
         model.save(tmp)
 
 
+def _relative(path: str) -> str:
+    """``path`` relative to the working directory where it lies below it (else as given)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
+
+
 def export_policy(policy: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write a policy for shipping: ``<out>/policy.zip`` and ``<out>/agent.json``.
 
@@ -197,6 +205,9 @@ def export_policy(policy: str | os.PathLike, out: str | os.PathLike) -> Path:
     with atomic_path(path, keep_suffix=True) as tmp:
         model.save(tmp, exclude=TRAINING_ONLY)
     meta = {**meta, "exported_from": str(src)}
+    for key in ("checkpoint", "out"):  # provenance, not needed to run: no machine's absolute paths
+        if meta.get(key):
+            meta[key] = _relative(meta[key])
     atomic_write_text(out / AGENT_FILE, json.dumps(meta, indent=2))
     return path
 

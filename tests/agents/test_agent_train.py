@@ -149,6 +149,9 @@ def test_exported_policy_is_smaller_acts_the_same_and_runs_as_shipped(tmp_path, 
     assert isinstance(resolve_policy("shipped:tiny", None), train.FramePolicy)
     with pytest.raises(FileNotFoundError, match="no shipped policy 'nope'; shipped: tiny"):
         train.load_policy("shipped:nope")
+    monkeypatch.chdir(tmp_path)  # the training run's paths ship relative to where it was exported
+    meta = json.loads((train.export_policy(src, "again").parent / "agent.json").read_text())
+    assert meta["out"] == "agent" and meta["exported_from"] == str(src)
 
 
 def test_the_shipped_cartpole_policy_plays_cartpole():
