@@ -87,8 +87,9 @@ def _finished(arm: str, path: Path, cfg: BenchConfig) -> bool:
 
 def _loop_done(hist: list[dict[str, Any]], cfg: BenchConfig) -> bool:
     """All iterations ran and the agent has its final steps (more asked of a finished loop: not done)."""
-    steps = cfg.agent_steps * cfg.iterations + cfg.final_agent_steps
-    return len(hist) >= cfg.iterations and hist[-1]["agent_steps"] >= steps
+    from agents.loop import final_timesteps
+
+    return len(hist) >= cfg.iterations and hist[-1]["agent_steps"] >= final_timesteps(cfg)
 
 
 def _history(path: Path) -> list[dict[str, Any]]:

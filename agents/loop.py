@@ -277,8 +277,8 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def final_timesteps(cfg: LoopConfig) -> int:
-    """Dream agent steps the loop's agent has when the loop is done."""
+def final_timesteps(cfg: Any) -> int:
+    """Dream agent steps the loop's agent has when the loop is done (``cfg``: a LoopConfig or BenchConfig)."""
     return cfg.agent_steps * cfg.iterations + cfg.final_agent_steps
 
 

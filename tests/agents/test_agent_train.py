@@ -285,6 +285,9 @@ def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):
     again = run_benchmark(BenchConfig(**{**cfg, "run": False}))
     assert (root / "real_40" / "seed0" / "wall.json").read_text() == walls
     assert again["arms"]["dream"]["mean"] == summary["arms"]["dream"]["mean"]
+    # more final agent steps asked of finished loops: they count unfinished until they have trained on
+    more = run_benchmark(BenchConfig(**{**cfg, "run": False, "final_agent_steps": 32}))
+    assert not any(r["finished"] for r in more["arms"]["dream"]["runs"])
     with pytest.raises(ValueError, match="unknown arms"):
         BenchConfig(**{**cfg, "arms": ["dreamy"]})
 
