@@ -6,6 +6,12 @@ Three arms per world, each run once per seed (every run resumes, finished runs a
 - ``real``: the same SB3 algorithm trained directly on the real world for ``real_frames`` steps;
 - ``real_large``: the same on ``large_frames`` steps, the reference ceiling.
 
+Every finished run's final policy is then scored on the same ``score_episodes`` real episodes
+(seed 0), the number the arms are ranked on: ten episodes of a run's own evaluation are too few to
+rank PPO from pixels, and each run draws different ones. The score is cached in ``score.json`` with
+the policy's digest, so a policy trained on (a loop given more ``final_agent_steps``) is scored
+again.
+
 Then :func:`summarise` reads whatever has finished and writes ``benchmark.json``, ``table.md``
 and ``curves.png`` (real return against real frames spent, per arm, mean over seeds; and the
 dream's reward per step beside the real world's for the same policies, where exploitation of a
@@ -14,6 +20,7 @@ model error shows). Layout: ``<out>/<world>/<arm>_<budget>/seed<k>/``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +33,7 @@ from simworld.checkpoint import atomic_write_text
 from simworld.worlds import WorldConfig
 
 ARMS = ("dream", "real", "real_large")
+SCORE_FILE, SCORE_SEED = "score.json", 0
 
 
 @dataclass
@@ -50,6 +58,7 @@ class BenchConfig:
     agent_kwargs: dict[str, Any] = field(default_factory=lambda: {"n_steps": 128})
     eval_points: int = 5  # real-world evaluations along each real-trained run (the curves)
     eval_episodes: int = 10
+    score_episodes: int = 30  # every finished run's policy on the same real episodes (0: off)
     readout: str | None = None  # the dream arm's per-state action effect (see LoopConfig.readout)
     out: str = "runs/bench"
     run: bool = True  # False: only summarise what has finished
@@ -63,6 +72,8 @@ class BenchConfig:
             raise ValueError(f"unknown arms {bad}; choose from {ARMS}")
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
+        if self.score_episodes < 0:
+            raise ValueError(f"score_episodes must be >= 0 (0: no score), got {self.score_episodes}")
 
 
 def budget_name(frames: int) -> str:
@@ -77,6 +88,50 @@ def budget(cfg: BenchConfig, arm: str) -> int:
 def run_dir(cfg: BenchConfig, arm: str, seed: int) -> Path:
     name = "real" if arm == "real_large" else arm
     return Path(cfg.out) / cfg.world["name"] / f"{name}_{budget_name(budget(cfg, arm))}" / f"seed{seed}"
+
+
+def policy_path(cfg: BenchConfig, arm: str, seed: int) -> Path:
+    """The final policy of one run (the loop's agent for the dream arm)."""
+    from agents.train import LAST_FILE
+
+    path = run_dir(cfg, arm, seed)
+    return path / "agent" / LAST_FILE if arm == "dream" else path / LAST_FILE
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _current_score(cfg: BenchConfig, arm: str, seed: int) -> dict[str, Any] | None:
+    """The cached score of a run's policy as it is now (none, stale or of other episodes: None)."""
+    file, policy = run_dir(cfg, arm, seed) / SCORE_FILE, policy_path(cfg, arm, seed)
+    if not (file.exists() and policy.exists()):
+        return None
+    score = json.loads(file.read_text())
+    fresh = score["episodes"] == cfg.score_episodes and score["policy_sha256"] == _digest(policy)
+    return score if fresh else None
+
+
+def score_run(cfg: BenchConfig, arm: str, seed: int) -> dict[str, Any]:
+    """A finished run's final policy on the ``score_episodes`` real episodes every run is scored on."""
+    from agents.train import evaluate_agent
+
+    cached = _current_score(cfg, arm, seed)
+    if cached is not None:
+        return cached
+    policy = policy_path(cfg, arm, seed)
+    t0 = time.perf_counter()
+    res = evaluate_agent(policy, cfg.world, cfg.score_episodes, seed=SCORE_SEED)
+    score = {
+        "policy": policy.name,
+        "policy_sha256": _digest(policy),
+        "episodes": cfg.score_episodes,
+        "seed": SCORE_SEED,
+        **{k: res[k] for k in ("mean_return", "std_return", "returns", "mean_length")},
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    atomic_write_text(run_dir(cfg, arm, seed) / SCORE_FILE, json.dumps(score, indent=2))
+    return score
 
 
 def _finished(arm: str, path: Path, cfg: BenchConfig) -> bool:
@@ -99,13 +154,18 @@ def _history(path: Path) -> list[dict[str, Any]]:
 
 
 def run_one(cfg: BenchConfig, arm: str, seed: int) -> None:
-    """Run (or resume) one arm for one seed; returns at once if it has finished."""
+    """Run (or resume) one arm for one seed, then score its policy (a finished, scored run: no work)."""
+    if not _finished(arm, run_dir(cfg, arm, seed), cfg):
+        _train_one(cfg, arm, seed)
+    if cfg.score_episodes:
+        score_run(cfg, arm, seed)
+
+
+def _train_one(cfg: BenchConfig, arm: str, seed: int) -> None:
     from agents.loop import LOOP_FILE, LoopConfig, run_loop
     from agents.train import LAST_FILE, AgentConfig, train_agent
 
     path = run_dir(cfg, arm, seed)
-    if _finished(arm, path, cfg):
-        return
     t0 = time.perf_counter()
     common = {
         "world": cfg.world,
@@ -192,6 +252,9 @@ def summarise(cfg: BenchConfig) -> dict[str, Any]:
                 ret, frames, extra, finished = res["mean_return"], res["timesteps"], {}, True
                 steps, curve = _eval_curve(path)
             wall = path / "wall.json"
+            score = _current_score(cfg, arm, seed) if finished and cfg.score_episodes else None
+            if score is not None:
+                extra["score"] = {k: score[k] for k in ("mean_return", "std_return", "episodes")}
             runs.append(
                 {
                     "seed": seed,
@@ -206,10 +269,18 @@ def summarise(cfg: BenchConfig) -> dict[str, Any]:
         if runs:
             r = np.array([x["real_return"] for x in runs])
             arms[arm] = {"mean": float(r.mean()), "std": float(r.std()), "runs": runs}
+            if all("score" in x for x in runs):  # the per-seed scores: mean +- std over seeds
+                s = np.array([x["score"]["mean_return"] for x in runs])
+                arms[arm]["score"] = {"mean": float(s.mean()), "std": float(s.std())}
     summary = {"world": cfg.world.get("id"), "config": asdict(cfg), "arms": arms}
     done = all(r["finished"] for a in arms.values() for r in a["runs"])
-    if done and "dream" in arms and "real_large" in arms and arms["real_large"]["mean"] > 0:
-        summary["dream_vs_ceiling"] = arms["dream"]["mean"] / arms["real_large"]["mean"]
+    if done and "dream" in arms and "real_large" in arms:
+        # ranked on the shared episodes where every run of both arms has its score
+        key = "score" if "score" in arms["dream"] and "score" in arms["real_large"] else None
+        dream, ceiling = (arms[a][key]["mean"] if key else arms[a]["mean"] for a in ("dream", "real_large"))
+        if ceiling > 0:
+            summary["dream_vs_ceiling"] = dream / ceiling
+            summary["ceiling_basis"] = "score" if key else "evaluation"
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "benchmark.json", json.dumps(summary, indent=2))
     atomic_write_text(root / "table.md", table(summary))
@@ -221,25 +292,33 @@ def summarise(cfg: BenchConfig) -> dict[str, Any]:
 def table(summary: dict[str, Any]) -> str:
     """The benchmark as a markdown table."""
     names = {"dream": "dream-trained (loop)", "real": "real-trained", "real_large": "real-trained, large"}
+    n = summary["config"].get("score_episodes", 0)
     lines = [
         f"{summary['world']}: real-world return, mean +- std over seeds",
         "",
-        "| arm | real frames | seeds | return | per seed | wall time per seed |",
-        "|---|---|---|---|---|---|",
+        "| arm | real frames | seeds | return (its own evaluation) | per seed | "
+        f"score (the same {n} episodes) | per seed | wall time per seed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for arm, a in summary["arms"].items():
         frames = sorted({r["real_frames"] for r in a["runs"]})
         walls = [r["wall_s"] for r in a["runs"] if r["wall_s"]]
         wall = f"{np.mean(walls) / 60:.0f} min" if walls else "n/a"
         per_seed = ", ".join(f"{r['real_return']:.1f}" + ("" if r["finished"] else "*") for r in a["runs"])
+        score = f"{a['score']['mean']:.2f} +- {a['score']['std']:.2f}" if "score" in a else "n/a"
+        scores = ", ".join(f"{r['score']['mean_return']:.1f}" if "score" in r else "-" for r in a["runs"])
         lines.append(
             f"| {names[arm]} | {'/'.join(map(str, frames))} | {len(a['runs'])} | "
-            f"{a['mean']:.2f} +- {a['std']:.2f} | {per_seed} | {wall} |"
+            f"{a['mean']:.2f} +- {a['std']:.2f} | {per_seed} | {score} | {scores} | {wall} |"
         )
     if any(not r["finished"] for a in summary["arms"].values() for r in a["runs"]):
         lines += ["", "\\* unfinished: the last finished iteration of the loop (see its real frames)"]
     if "dream_vs_ceiling" in summary:
-        lines += ["", f"dream-trained / large-budget real: {100 * summary['dream_vs_ceiling']:.0f} %"]
+        basis = f"scores, the same {n} episodes" if summary["ceiling_basis"] == "score" else "own evaluations"
+        lines += [
+            "",
+            f"dream-trained / large-budget real: {100 * summary['dream_vs_ceiling']:.0f} % ({basis})",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -263,6 +263,7 @@ def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):
         **TINY_LOOP,
         eval_points=2,
         eval_episodes=1,
+        score_episodes=2,
         out=str(tmp_path / "bench"),
         progress=False,
         num_threads=1,
@@ -280,14 +281,28 @@ def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):
     for name in ("benchmark.json", "table.md", "curves.png"):
         assert (root / name).exists(), name
     assert "real-trained, large | 64 | 2 |" in (root / "table.md").read_text()
-    # finished runs are skipped; summarising alone reads the same runs
+    # every finished policy is scored on the same episodes, and the arms are ranked on those
+    for arm, budget in [("dream", 40), ("real", 40), ("real_large", 64)]:
+        scores = [r["score"]["mean_return"] for r in summary["arms"][arm]["runs"]]
+        assert len(scores) == 2 and summary["arms"][arm]["score"]["mean"] == pytest.approx(np.mean(scores))
+    seed0 = json.loads((root / "real_40" / "seed0" / "score.json").read_text())
+    alone = evaluate_agent(root / "real_40" / "seed0" / "last.zip", WORLD, episodes=2, seed=0)
+    assert seed0["returns"] == alone["returns"] and seed0["mean_length"] == alone["mean_length"]
+    assert "score (the same 2 episodes)" in (root / "table.md").read_text()
+    # finished runs are skipped and not scored again; summarising alone reads the same runs
     walls = (root / "real_40" / "seed0" / "wall.json").read_text()
-    again = run_benchmark(BenchConfig(**{**cfg, "run": False}))
+    scored = (root / "dream_40" / "seed0" / "score.json").stat().st_mtime_ns
+    again = run_benchmark(BenchConfig(**{**cfg, "run": True}))
     assert (root / "real_40" / "seed0" / "wall.json").read_text() == walls
+    assert (root / "dream_40" / "seed0" / "score.json").stat().st_mtime_ns == scored
     assert again["arms"]["dream"]["mean"] == summary["arms"]["dream"]["mean"]
-    # more final agent steps asked of finished loops: they count unfinished until they have trained on
+    # more final agent steps asked of finished loops: they count unfinished (and unscored) until they
+    # have trained on; then the changed policy is scored again
     more = run_benchmark(BenchConfig(**{**cfg, "run": False, "final_agent_steps": 32}))
-    assert not any(r["finished"] for r in more["arms"]["dream"]["runs"])
+    assert not any(r["finished"] or "score" in r for r in more["arms"]["dream"]["runs"])
+    on = run_benchmark(BenchConfig(**{**cfg, "arms": ["dream"], "seeds": [0], "final_agent_steps": 32}))
+    assert on["arms"]["dream"]["runs"][0]["finished"] and "score" in on["arms"]["dream"]["runs"][0]
+    assert (root / "dream_40" / "seed0" / "score.json").stat().st_mtime_ns != scored
     with pytest.raises(ValueError, match="unknown arms"):
         BenchConfig(**{**cfg, "arms": ["dreamy"]})
 
