@@ -282,7 +282,7 @@ def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):
         assert (root / name).exists(), name
     assert "real-trained, large | 64 | 2 |" in (root / "table.md").read_text()
     # every finished policy is scored on the same episodes, and the arms are ranked on those
-    for arm, budget in [("dream", 40), ("real", 40), ("real_large", 64)]:
+    for arm in ("dream", "real", "real_large"):
         scores = [r["score"]["mean_return"] for r in summary["arms"][arm]["runs"]]
         assert len(scores) == 2 and summary["arms"][arm]["score"]["mean"] == pytest.approx(np.mean(scores))
     seed0 = json.loads((root / "real_40" / "seed0" / "score.json").read_text())
