@@ -317,3 +317,28 @@ def test_the_loop_builds_the_world_model_simworld_train_builds():
     configs = Path(__file__).parents[2] / "configs"
     assert yaml.safe_load((configs / "dynamics" / "S.yaml").read_text()) == LOOP_DYNAMICS
     assert yaml.safe_load((configs / "train.yaml").read_text())["diffusion"] == LOOP_DIFFUSION
+
+
+def test_benchmark_ranks_on_the_shared_scores_and_ignores_a_stale_one(tmp_path):
+    """The table's ceiling ratio uses the 30-episode scores; a policy changed after its score is unscored."""
+    from agents.benchmark import BenchConfig, _digest, policy_path, run_dir, summarise
+
+    cfg = BenchConfig(world=WORLD, seeds=[0], iterations=1, agent_steps=1, out=str(tmp_path / "bench"))
+    for arm, ret in [("dream", 40.0), ("real", 50.0), ("real_large", 200.0)]:
+        path, policy = run_dir(cfg, arm, 0), policy_path(cfg, arm, 0)
+        policy.parent.mkdir(parents=True)
+        if arm == "dream":
+            hist = [{"agent_steps": 1, "real_mean_return": ret, "real_frames": 5}]
+            (path / "loop.json").write_text(json.dumps({"history": hist}))
+        else:
+            (path / "result.json").write_text(json.dumps({"mean_return": ret, "timesteps": 5}))
+        policy.write_bytes(arm.encode())
+        score = {"episodes": 30, "policy_sha256": _digest(policy), "mean_return": ret / 4, "std_return": 1.0}
+        (path / "score.json").write_text(json.dumps(score))
+    summary = summarise(cfg)
+    assert summary["ceiling_basis"] == "score" and summary["dream_vs_ceiling"] == pytest.approx(10 / 50)
+    assert "20 % (scores, the same 30 episodes)" in (tmp_path / "bench" / "balls" / "table.md").read_text()
+    policy_path(cfg, "dream", 0).write_bytes(b"trained on")  # e.g. more final_agent_steps
+    summary = summarise(cfg)
+    assert "score" not in summary["arms"]["dream"]["runs"][0] and "score" not in summary["arms"]["dream"]
+    assert summary["ceiling_basis"] == "evaluation" and summary["dream_vs_ceiling"] == pytest.approx(40 / 200)
