@@ -102,13 +102,14 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _current_score(cfg: BenchConfig, arm: str, seed: int) -> dict[str, Any] | None:
-    """The cached score of a run's policy as it is now (none, stale or of other episodes: None)."""
+def _current_score(cfg: BenchConfig, arm: str, seed: int, digest: str | None = None) -> dict[str, Any] | None:
+    """The cached score of a run's policy as it is now (none, stale or of other episodes: None);
+    ``digest``: the policy's, when the caller has it."""
     file, policy = run_dir(cfg, arm, seed) / SCORE_FILE, policy_path(cfg, arm, seed)
     if not (file.exists() and policy.exists()):
         return None
     score = json.loads(file.read_text())
-    fresh = score["episodes"] == cfg.score_episodes and score["policy_sha256"] == _digest(policy)
+    fresh = score["episodes"] == cfg.score_episodes and score["policy_sha256"] == (digest or _digest(policy))
     return score if fresh else None
 
 
@@ -116,15 +117,16 @@ def score_run(cfg: BenchConfig, arm: str, seed: int) -> dict[str, Any]:
     """A finished run's final policy on the ``score_episodes`` real episodes every run is scored on."""
     from agents.train import evaluate_agent
 
-    cached = _current_score(cfg, arm, seed)
+    policy = policy_path(cfg, arm, seed)
+    digest = _digest(policy)
+    cached = _current_score(cfg, arm, seed, digest)
     if cached is not None:
         return cached
-    policy = policy_path(cfg, arm, seed)
     t0 = time.perf_counter()
     res = evaluate_agent(policy, cfg.world, cfg.score_episodes, seed=SCORE_SEED)
     score = {
         "policy": policy.name,
-        "policy_sha256": _digest(policy),
+        "policy_sha256": digest,
         "episodes": cfg.score_episodes,
         "seed": SCORE_SEED,
         **{k: res[k] for k in ("mean_return", "std_return", "returns", "mean_length")},
