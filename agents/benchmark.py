@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from simworld.checkpoint import atomic_write_text
+from simworld.world_model import REWARD_MODES
 from simworld.worlds import WorldConfig
 
 ARMS = ("dream", "real", "real_large")
@@ -52,6 +53,7 @@ class BenchConfig:
     final_agent_steps: int = 0  # the loop's extra dream steps after its last real frames (see LoopConfig)
     max_episode_steps: int = 15
     collect_random: float = 0.0  # the loop's share of random collection steps (see LoopConfig)
+    reward_mode: str = "expected"  # how the loop's dream pays (see AgentConfig.reward_mode)
     agent: str = "ppo"
     num_envs: int = 8
     frame_stack: int = 4
@@ -72,6 +74,8 @@ class BenchConfig:
             raise ValueError(f"unknown arms {bad}; choose from {ARMS}")
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
+        if self.reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {self.reward_mode!r}")
         if self.score_episodes < 0:
             raise ValueError(f"score_episodes must be >= 0 (0: no score), got {self.score_episodes}")
 
@@ -194,6 +198,7 @@ def _train_one(cfg: BenchConfig, arm: str, seed: int) -> None:
                 final_agent_steps=cfg.final_agent_steps,
                 max_episode_steps=cfg.max_episode_steps,
                 collect_random=cfg.collect_random,
+                reward_mode=cfg.reward_mode,
                 readout=cfg.readout,
                 resume=(path / LOOP_FILE).exists(),
             )

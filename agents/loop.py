@@ -30,6 +30,7 @@ from agents.train import (
 from simworld.checkpoint import atomic_write_text
 from simworld.data.collect import _Recorder, sample_action, store_meta_for_world
 from simworld.data.store import EpisodeStore, action_stats
+from simworld.world_model import REWARD_MODES
 from simworld.worlds import WorldConfig, make_world
 
 LOOP_FILE = "loop.json"
@@ -48,7 +49,8 @@ class LoopConfig:
             ``dynamics`` and ``diffusion`` merge into the loop's recipe key by key.
         agent_steps: Agent steps in the dream added per iteration.
         agent: The SB3 algorithm (see :class:`~agents.train.AgentConfig`), with ``num_envs``,
-            ``frame_stack``, ``termination_threshold``, ``agent_kwargs`` as there.
+            ``frame_stack``, ``termination_threshold``, ``reward_mode``, ``agent_kwargs`` as there
+            (the round's dream-vs-world checks read the dream's rewards the same way).
         max_episode_steps: The imagination horizon: dream episodes start from real context windows
             of the store (the model's start bank, redrawn every iteration) and are truncated after
             this many steps, with the value function bootstrapping the rest (SB3 does this for
@@ -83,6 +85,7 @@ class LoopConfig:
     frame_stack: int = 4
     max_episode_steps: int = 15
     termination_threshold: float | None = None
+    reward_mode: str = "expected"
     bank_size: int = 1024
     collect_random: float = 0.0
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +105,8 @@ class LoopConfig:
             raise ValueError(f"final_agent_steps must be >= 0, got {self.final_agent_steps}")
         if not 0.0 <= self.collect_random <= 1.0:
             raise ValueError(f"collect_random must be a share in [0, 1], got {self.collect_random}")
+        if self.reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {self.reward_mode!r}")
 
 
 def collect_with_policy(
@@ -305,6 +310,7 @@ def _agent_round(
         frame_stack=cfg.frame_stack,
         max_episode_steps=cfg.max_episode_steps,
         termination_threshold=cfg.termination_threshold,
+        reward_mode=cfg.reward_mode,
         eval_every=0,
         eval_episodes=cfg.eval_episodes,
         ckpt_every=max(cfg.agent_steps // 4, 1),
@@ -319,6 +325,7 @@ def _agent_round(
     result = train_agent(agent)
     real = evaluate_agent(agent_dir / LAST_FILE, cfg.world, cfg.eval_episodes, seed=cfg.seed + 50_000 + it)
     dream = WorldModel.from_pretrained(model_dir / "model", cfg.device)  # loaded once for both checks
+    dream.reward_mode = cfg.reward_mode  # the rewards the agent trained on
     # does the dream answer the actions? (near 0: the agent cannot learn what its actions do)
     effect = action_effect(dream, starts=8, steps=10, seed=cfg.seed, readout=readout)
     # the same policy from the same real starts, dream vs world: how much the dream overrates it

@@ -32,6 +32,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecTransposeIma
 import simworld
 from simworld.checkpoint import atomic_write_text
 from simworld.data.atomic import atomic_path
+from simworld.world_model import REWARD_MODES
 from simworld.worlds import WorldConfig, make_world
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC}
@@ -67,6 +68,9 @@ class AgentConfig:
         termination_threshold: Termination probability that ends a dream episode; a head trained on
             rare terminations fires rarely, so calibrate it (``simworld eval-model`` reports the best F1
             threshold on real frames). None: each dream step terminates with the predicted probability.
+        reward_mode: How the dream's reward model pays (``envs.dream.DreamVectorEnv``): ``"expected"``
+            or ``"likeliest"`` (only transitions the model is sure of; Balls' dream overpaid with the
+            expectation, docs/results.md session 17).
         eval_every: Agent steps between real-world evaluations (0: none).
         eval_episodes: Real episodes per evaluation.
         ckpt_every: Agent steps between checkpoints.
@@ -84,6 +88,7 @@ class AgentConfig:
     frame_stack: int = 4
     max_episode_steps: int = 1000
     termination_threshold: float | None = 0.5
+    reward_mode: str = "expected"
     eval_every: int = 10_000
     eval_episodes: int = 5
     ckpt_every: int = 10_000
@@ -102,6 +107,8 @@ class AgentConfig:
             raise ValueError(f"unknown agent {self.agent!r}; choose one of {sorted(ALGOS)}")
         if self.frame_stack < 1 or self.num_envs < 1:
             raise ValueError("frame_stack and num_envs must be >= 1")
+        if self.reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {self.reward_mode!r}")
 
 
 def newest_frame(obs: np.ndarray) -> np.ndarray:
@@ -140,6 +147,7 @@ def dream_venv(cfg: AgentConfig) -> VecEnv:
         device=cfg.device,
         max_episode_steps=cfg.max_episode_steps,
         termination_threshold=cfg.termination_threshold,
+        reward_mode=cfg.reward_mode,
         autoreset_mode=AutoresetMode.SAME_STEP,
         render_mode=None,
     )

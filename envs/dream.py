@@ -74,6 +74,9 @@ class DreamVectorEnv(VectorEnv):
             reward model are unaffected (its expected reward over the reward classes is calibrated
             and snapping would drop every unsure reward), as are models without ``reward_values``
             (continuous rewards). ``info["reward_raw"]`` keeps the raw value.
+        reward_mode: how a reward model's classes pay: ``"expected"`` (the expectation: calibrated,
+            but an agent can farm many unsure steps, each paying a little) or ``"likeliest"`` (the
+            most probable class's reward, as DIAMOND does: only steps the model is sure of pay).
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -92,10 +95,12 @@ class DreamVectorEnv(VectorEnv):
         precision: str = "fp32",
         kv_cache: bool = True,
         snap_rewards: bool = True,
+        reward_mode: str = "expected",
     ) -> None:
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
         self.model = load_model(checkpoint, device)
+        self.model.reward_mode = reward_mode  # validates it
         autocast(self.model.device, precision)  # validates it
         self.precision = precision
         self.kv_cache = bool(kv_cache)
@@ -300,6 +305,7 @@ class DreamEnv(gym.Env):
         denoising_steps: int | None = None,
         render_mode: str | None = "rgb_array",
         snap_rewards: bool = True,
+        reward_mode: str = "expected",
     ) -> None:
         self.vec = DreamVectorEnv(
             1,
@@ -312,6 +318,7 @@ class DreamEnv(gym.Env):
             AutoresetMode.DISABLED,
             render_mode,
             snap_rewards=snap_rewards,
+            reward_mode=reward_mode,
         )
         self.model = self.vec.model
         self.observation_space = self.vec.single_observation_space

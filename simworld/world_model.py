@@ -100,6 +100,9 @@ class RolloutState:
     last: torch.Tensor | None = None  # (b, c, h, w) the newest clean latent (read by the reward model)
 
 
+REWARD_MODES = ("expected", "likeliest")
+
+
 class WorldModel(nn.Module):
     def __init__(self, cfg: WorldModelConfig) -> None:
         super().__init__()
@@ -121,6 +124,20 @@ class WorldModel(nn.Module):
                     **cfg.reward_model,
                 )
             )
+        self.reward_mode = "expected"  # how `step` reads the reward model's classes (see REWARD_MODES)
+
+    @property
+    def reward_mode(self) -> str:
+        """``"expected"``: a step pays the expected reward over the reward model's classes;
+        ``"likeliest"``: the most probable class's reward (unsure steps pay nothing). Set on a loaded
+        model (``DreamVectorEnv(reward_mode=...)`` does); models without a reward model ignore it."""
+        return self._reward_mode
+
+    @reward_mode.setter
+    def reward_mode(self, mode: str) -> None:
+        if mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {mode!r}")
+        self._reward_mode = mode
 
     @property
     def device(self) -> torch.device:
@@ -403,7 +420,9 @@ class WorldModel(nn.Module):
         reward, prob = reward.float(), torch.sigmoid(term.float())
         if self.reward_model is not None:
             prev = state.last if state.last is not None else latent[:, 0]
-            reward, prob = self.reward_model.predict(prev, latent[:, 0], a[:, 0])
+            reward, prob = self.reward_model.predict(
+                prev, latent[:, 0], a[:, 0], likeliest=self.reward_mode == "likeliest"
+            )
         state.last = latent[:, 0]
         state.steps += 1
         frames = None

@@ -103,3 +103,31 @@ def test_masked_reset_restarts_only_the_reward_models_context_it_names(model):
     model.reset(new_frames, new_actions, state=state, mask=np.array([False, True, False]))
     assert torch.equal(state.last[[0, 2]], before[[0, 2]])
     assert not torch.equal(state.last[1], before[1])
+
+
+def test_likeliest_rewards_pay_only_the_steps_the_model_is_sure_of():
+    """reward_mode="likeliest" pays the most probable class (nothing for a p = 0.3 bounce), the
+    expectation pays 0.3 on every step: what an agent in the dream is paid."""
+    from envs.dream import DreamVectorEnv
+
+    torch.manual_seed(0)
+    m = WorldModel(
+        WorldModelConfig(
+            dynamics={"size": "tiny", "context": 4}, reward_values=[0.0, 1.0], reward_model=SMALL
+        )
+    ).eval()
+    frames, actions = context(1, 3)
+    with torch.no_grad():  # never ends
+        m.reward_model.term_head.weight.zero_()
+        m.reward_model.term_head.bias.fill_(-10.0)
+    for p_bounce, likeliest in [(0.3, 0.0), (0.8, 1.0)]:
+        with torch.no_grad():
+            m.reward_model.reward_head.weight.zero_()
+            m.reward_model.reward_head.bias.copy_(torch.tensor([0.0, np.log(p_bounce / (1 - p_bounce))]))
+        for mode, want in [("expected", p_bounce), ("likeliest", likeliest)]:
+            envs = DreamVectorEnv(2, m, max_episode_steps=None, reward_mode=mode)
+            envs.reset(seed=0, options={"frames": frames[0], "actions": actions[0]})
+            rewards = [envs.step(np.array([0, 2]))[1] for _ in range(3)]
+            np.testing.assert_allclose(rewards, want, atol=1e-5, err_msg=mode)
+    with pytest.raises(ValueError, match="reward_mode"):
+        DreamVectorEnv(1, m, reward_mode="argmax")
