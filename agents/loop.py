@@ -325,12 +325,16 @@ def _agent_round(
     result = train_agent(agent)
     real = evaluate_agent(agent_dir / LAST_FILE, cfg.world, cfg.eval_episodes, seed=cfg.seed + 50_000 + it)
     dream = WorldModel.from_pretrained(model_dir / "model", cfg.device)  # loaded once for both checks
-    dream.reward_mode = cfg.reward_mode  # the rewards the agent trained on
     # does the dream answer the actions? (near 0: the agent cannot learn what its actions do)
     effect = action_effect(dream, starts=8, steps=10, seed=cfg.seed, readout=readout)
     # the same policy from the same real starts, dream vs world: how much the dream overrates it
     outcome = policy_outcome(
-        dream, agent_dir / LAST_FILE, starts=16, steps=cfg.max_episode_steps, seed=cfg.seed
+        dream,
+        agent_dir / LAST_FILE,
+        starts=16,
+        steps=cfg.max_episode_steps,
+        seed=cfg.seed,
+        reward_mode=cfg.reward_mode,  # the rewards the agent trained on
     )
     return {
         **entry,

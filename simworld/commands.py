@@ -207,7 +207,12 @@ def agent_eval(cfg: DictConfig) -> dict:
         from simworld.rollout import policy_outcome
 
         gap = policy_outcome(
-            c["dream"], c["policy"], starts=c["dream_starts"], steps=c["dream_steps"], seed=c["seed"]
+            c["dream"],
+            c["policy"],
+            starts=c["dream_starts"],
+            steps=c["dream_steps"],
+            seed=c["seed"],
+            reward_mode=c.get("dream_reward_mode", "expected"),
         )
         result["dream_vs_real"] = gap
         print(

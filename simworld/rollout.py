@@ -401,6 +401,7 @@ def policy_outcome(
     steps: int = 15,
     seed: int = 0,
     device: str = "cpu",
+    reward_mode: str = "expected",
 ) -> dict[str, Any]:
     """A policy's return in the dream against the real world's, from the same starts, same actions.
 
@@ -412,11 +413,20 @@ def policy_outcome(
     that has found a model error (a dream that pays where the world does not, a pole that does
     not fall) shows a large one; a dream that is right about the policy shows about 0. Frame-stacking
     policies (``agents.train.FramePolicy``) start their stack from the start window, as in the
-    dream environment; ``policy`` is anything :func:`resolve_policy` reads.
+    dream environment; ``policy`` is anything :func:`resolve_policy` reads. ``reward_mode`` is how the
+    dream pays (:attr:`WorldModel.reward_mode`; the one the policy trained with).
     """
     model = (
         checkpoint if isinstance(checkpoint, WorldModel) else WorldModel.from_pretrained(checkpoint, device)
     )
+    before, model.reward_mode = model.reward_mode, reward_mode
+    try:
+        return _policy_outcome(model, policy, starts, steps, seed)
+    finally:
+        model.reward_mode = before
+
+
+def _policy_outcome(model: WorldModel, policy: Any, starts: int, steps: int, seed: int) -> dict[str, Any]:
     pol = resolve_policy(policy, model.action_space)
     rng = np.random.default_rng(seed)
     outs = np.zeros((starts, 2, 2))
