@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from simworld.checkpoint import atomic_write_text
-from simworld.world_model import REWARD_MODES
 from simworld.worlds import WorldConfig
 
 ARMS = ("dream", "real", "real_large")
@@ -54,6 +53,7 @@ class BenchConfig:
     max_episode_steps: int = 15
     collect_random: float = 0.0  # the loop's share of random collection steps (see LoopConfig)
     reward_mode: str = "expected"  # how the loop's dream pays (see AgentConfig.reward_mode)
+    reward_contact_gap: float | None = None  # the loop's dream pays only shown contacts (see AgentConfig)
     agent: str = "ppo"
     num_envs: int = 8
     frame_stack: int = 4
@@ -74,8 +74,9 @@ class BenchConfig:
             raise ValueError(f"unknown arms {bad}; choose from {ARMS}")
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
-        if self.reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {self.reward_mode!r}")
+        from agents.train import check_dream_rewards
+
+        check_dream_rewards(self.reward_mode, self.reward_contact_gap)
         if self.score_episodes < 0:
             raise ValueError(f"score_episodes must be >= 0 (0: no score), got {self.score_episodes}")
 
@@ -199,6 +200,7 @@ def _train_one(cfg: BenchConfig, arm: str, seed: int) -> None:
                 max_episode_steps=cfg.max_episode_steps,
                 collect_random=cfg.collect_random,
                 reward_mode=cfg.reward_mode,
+                reward_contact_gap=cfg.reward_contact_gap,
                 readout=cfg.readout,
                 resume=(path / LOOP_FILE).exists(),
             )

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from agents.train import (
     LAST_FILE,
     AgentConfig,
+    check_dream_rewards,
     evaluate_agent,
     load_policy,
     newest_frame,
@@ -30,7 +31,6 @@ from agents.train import (
 from simworld.checkpoint import atomic_write_text
 from simworld.data.collect import _Recorder, sample_action, store_meta_for_world
 from simworld.data.store import EpisodeStore, action_stats
-from simworld.world_model import REWARD_MODES
 from simworld.worlds import WorldConfig, make_world
 
 LOOP_FILE = "loop.json"
@@ -49,7 +49,8 @@ class LoopConfig:
             ``dynamics`` and ``diffusion`` merge into the loop's recipe key by key.
         agent_steps: Agent steps in the dream added per iteration.
         agent: The SB3 algorithm (see :class:`~agents.train.AgentConfig`), with ``num_envs``,
-            ``frame_stack``, ``termination_threshold``, ``reward_mode``, ``agent_kwargs`` as there
+            ``frame_stack``, ``termination_threshold``, ``reward_mode``, ``reward_contact_gap``,
+            ``agent_kwargs`` as there
             (the round's dream-vs-world checks read the dream's rewards the same way).
         max_episode_steps: The imagination horizon: dream episodes start from real context windows
             of the store (the model's start bank, redrawn every iteration) and are truncated after
@@ -86,6 +87,7 @@ class LoopConfig:
     max_episode_steps: int = 15
     termination_threshold: float | None = None
     reward_mode: str = "expected"
+    reward_contact_gap: float | None = None
     bank_size: int = 1024
     collect_random: float = 0.0
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -105,8 +107,7 @@ class LoopConfig:
             raise ValueError(f"final_agent_steps must be >= 0, got {self.final_agent_steps}")
         if not 0.0 <= self.collect_random <= 1.0:
             raise ValueError(f"collect_random must be a share in [0, 1], got {self.collect_random}")
-        if self.reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {self.reward_mode!r}")
+        check_dream_rewards(self.reward_mode, self.reward_contact_gap)
 
 
 def collect_with_policy(
@@ -311,6 +312,7 @@ def _agent_round(
         max_episode_steps=cfg.max_episode_steps,
         termination_threshold=cfg.termination_threshold,
         reward_mode=cfg.reward_mode,
+        reward_contact_gap=cfg.reward_contact_gap,
         eval_every=0,
         eval_episodes=cfg.eval_episodes,
         ckpt_every=max(cfg.agent_steps // 4, 1),
@@ -335,6 +337,7 @@ def _agent_round(
         steps=cfg.max_episode_steps,
         seed=cfg.seed,
         reward_mode=cfg.reward_mode,  # the rewards the agent trained on
+        reward_contact_gap=cfg.reward_contact_gap,
     )
     return {
         **entry,

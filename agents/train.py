@@ -71,6 +71,10 @@ class AgentConfig:
         reward_mode: How the dream's reward model pays (``envs.dream.DreamVectorEnv``): ``"expected"``
             or ``"likeliest"`` (only transitions the model is sure of; Balls' dream overpaid with the
             expectation, docs/results.md session 17).
+        reward_contact_gap: Pay a dream reward only where its frames show an object within this many
+            world units of the agent's body (``envs.probe_wrapper.ContactRewardVectorWrapper``: the
+            probes' tracker checks the reward model; worlds whose rewards are contacts, e.g. Balls'
+            bounces). None: off.
         eval_every: Agent steps between real-world evaluations (0: none).
         eval_episodes: Real episodes per evaluation.
         ckpt_every: Agent steps between checkpoints.
@@ -89,6 +93,7 @@ class AgentConfig:
     max_episode_steps: int = 1000
     termination_threshold: float | None = 0.5
     reward_mode: str = "expected"
+    reward_contact_gap: float | None = None
     eval_every: int = 10_000
     eval_episodes: int = 5
     ckpt_every: int = 10_000
@@ -107,8 +112,7 @@ class AgentConfig:
             raise ValueError(f"unknown agent {self.agent!r}; choose one of {sorted(ALGOS)}")
         if self.frame_stack < 1 or self.num_envs < 1:
             raise ValueError("frame_stack and num_envs must be >= 1")
-        if self.reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {self.reward_mode!r}")
+        check_dream_rewards(self.reward_mode, self.reward_contact_gap)
 
 
 def newest_frame(obs: np.ndarray) -> np.ndarray:
@@ -130,6 +134,14 @@ def real_venv(world: dict[str, Any], num_envs: int, seed: int, frame_stack: int)
     """``num_envs`` copies of the ground-truth world (SB3 ``DummyVecEnv`` with ``Monitor``)."""
     venv = make_vec_env(lambda: make_world(world), n_envs=num_envs, seed=seed)
     return preprocess(venv, frame_stack)
+
+
+def check_dream_rewards(reward_mode: str, reward_contact_gap: float | None) -> None:
+    """Raise a clear error for dream reward settings no dream accepts (before any work is done)."""
+    if reward_mode not in REWARD_MODES:
+        raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
+    if reward_contact_gap is not None and not reward_contact_gap >= 0:
+        raise ValueError(f"reward_contact_gap must be >= 0 world units (null: off), got {reward_contact_gap}")
 
 
 def dream_venv(cfg: AgentConfig) -> VecEnv:
@@ -163,6 +175,10 @@ def dream_venv(cfg: AgentConfig) -> VecEnv:
             f"{real.observation_space.shape}"
         )
     real.close()
+    if cfg.reward_contact_gap is not None:
+        from envs.probe_wrapper import ContactRewardVectorWrapper
+
+        dream = ContactRewardVectorWrapper(dream, max_gap=cfg.reward_contact_gap)
     venv = SB3VecEnv(dream)
     venv.seed(cfg.seed)
     return preprocess(VecMonitor(venv), cfg.frame_stack)

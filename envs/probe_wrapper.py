@@ -182,3 +182,70 @@ class PhysicsProbeVectorWrapper(VectorWrapper):
             "probe_truncated": over,
         }
         return obs, rewards, terminated, truncated, info
+
+
+class ContactRewardVectorWrapper(VectorWrapper):
+    """Pays a contact reward only where the frames show a contact: the probes' tracker as a reward check.
+
+    A world model's reward model can pay for a bounce that its own frames do not show (a ball that
+    dissolved, or one far from the paddle): an agent in the dream learns to farm those. This wrapper
+    zeroes every reward of a step whose two frames (the one before and the new one) have no object
+    within ``max_gap`` world units of the agent's body (:func:`simworld.probes.contacts.agent_contact`;
+    Balls: a ball at the paddle). On real Balls frames it keeps every reward; on a 400-step world
+    model's dream it drops about half of what the reward model pays (docs/results.md, session 17).
+    ``info["reward_ungated"]`` keeps the rewards as the env paid them.
+
+    Works with every autoreset mode (same-step, as SB3 trains, reads ``info["final_obs"]``). Needs RGB
+    observations.
+
+    Args:
+        env: a vector env with RGB observations (a dream).
+        spec: the world (default: read from the env or its model); it must have an agent object.
+        max_gap: the largest object-to-agent gap, world units, at which a step may pay.
+    """
+
+    def __init__(self, env: VectorEnv, spec: WorldSpec | None = None, max_gap: float = 0.5) -> None:
+        super().__init__(env)
+        self.world_spec = spec or infer_spec(env)
+        if not any(o.agent for o in self.world_spec.objects):
+            raise ValueError(f"{self.world_spec.world_id or 'this world'} has no agent object to touch")
+        if not max_gap >= 0:
+            raise ValueError(f"max_gap must be >= 0 world units, got {max_gap}")
+        self.max_gap = float(max_gap)
+        self.autoreset_mode = AutoresetMode(env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
+        self._shape = (*self.world_spec.frame_size, 3)
+        self._prev: np.ndarray | None = None
+        self._ended = np.zeros(self.num_envs, bool)
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        frames = np.array(_frames(obs, self.env, self._shape), copy=True)
+        mask = np.ones(self.num_envs, bool)
+        if options and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"], bool)
+        if self._prev is None:
+            self._prev = frames
+        self._prev[mask] = frames[mask]
+        self._ended[mask] = False
+        return obs, info
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        from simworld.probes.contacts import agent_contact
+
+        if self._prev is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        frames = np.array(_frames(obs, self.env, self._shape), copy=True)
+        done = np.asarray(terminated) | np.asarray(truncated)
+        new = frames.copy()
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
+            for i in np.flatnonzero(done):  # the frame the episode ended on (an object array in sync envs)
+                new[i] = np.asarray(info["final_obs"][i])
+        gate = agent_contact(self._prev, new, self.world_spec, self.max_gap)
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            gate &= ~self._ended  # this step restarted those episodes: nothing to check (they pay 0)
+            self._ended = done
+        info = {**info, "reward_ungated": np.array(rewards, copy=True)}
+        rewards = np.where(gate, rewards, 0.0).astype(np.asarray(rewards).dtype)
+        self._prev = frames  # for same-step resets, the new episode's first frame
+        return obs, rewards, terminated, truncated, info

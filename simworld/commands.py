@@ -213,6 +213,7 @@ def agent_eval(cfg: DictConfig) -> dict:
             steps=c["dream_steps"],
             seed=c["seed"],
             reward_mode=c.get("dream_reward_mode", "expected"),
+            reward_contact_gap=c.get("dream_reward_contact_gap"),
         )
         result["dream_vs_real"] = gap
         print(

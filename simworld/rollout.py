@@ -402,6 +402,7 @@ def policy_outcome(
     seed: int = 0,
     device: str = "cpu",
     reward_mode: str = "expected",
+    reward_contact_gap: float | None = None,
 ) -> dict[str, Any]:
     """A policy's return in the dream against the real world's, from the same starts, same actions.
 
@@ -414,19 +415,29 @@ def policy_outcome(
     not fall) shows a large one; a dream that is right about the policy shows about 0. Frame-stacking
     policies (``agents.train.FramePolicy``) start their stack from the start window, as in the
     dream environment; ``policy`` is anything :func:`resolve_policy` reads. ``reward_mode`` is how the
-    dream pays (:attr:`WorldModel.reward_mode`; the one the policy trained with).
+    dream pays (:attr:`WorldModel.reward_mode`; the one the policy trained with), and
+    ``reward_contact_gap`` pays only the dream steps whose frames show a contact with the agent, as
+    ``envs.probe_wrapper.ContactRewardVectorWrapper`` does.
     """
     model = (
         checkpoint if isinstance(checkpoint, WorldModel) else WorldModel.from_pretrained(checkpoint, device)
     )
     before, model.reward_mode = model.reward_mode, reward_mode
     try:
-        return _policy_outcome(model, policy, starts, steps, seed)
+        return _policy_outcome(model, policy, starts, steps, seed, reward_contact_gap)
     finally:
         model.reward_mode = before
 
 
-def _policy_outcome(model: WorldModel, policy: Any, starts: int, steps: int, seed: int) -> dict[str, Any]:
+def _policy_outcome(
+    model: WorldModel, policy: Any, starts: int, steps: int, seed: int, contact_gap: float | None
+) -> dict[str, Any]:
+    spec = None
+    if contact_gap is not None:
+        from simworld.probes.contacts import agent_contact
+        from simworld.probes.world import WorldSpec
+
+        spec = WorldSpec.from_world(model.cfg.world_id, model.cfg.world_params)
     pol = resolve_policy(policy, model.action_space)
     rng = np.random.default_rng(seed)
     outs = np.zeros((starts, 2, 2))
@@ -439,6 +450,8 @@ def _policy_outcome(model: WorldModel, policy: Any, starts: int, steps: int, see
             tr = rollout(
                 model, pol, steps, start=start, seed=seed + i, compare_real=True, restart_on_real_end=False
             )
+        if spec is not None:  # only the steps whose frames show a contact pay
+            tr.rewards = tr.rewards * agent_contact(tr.frames[:-1], tr.frames[1:], spec, contact_gap)
         outs[i] = _outcome(tr)
     mean = outs.mean(axis=0)
     return {

@@ -70,6 +70,17 @@ def test_train_in_the_dream_evaluate_in_the_world_and_resume(checkpoint, tmp_pat
     )  # fmt: skip
     gap = json.loads((tmp_path / "g.json").read_text())["dream_vs_real"]
     assert "overrating" in proc.stdout and gap["starts"] == 2 and len(gap["per_start_return"]["dream"]) == 2
+    simworld(  # the same, paying only the dream steps whose frames show a ball at the paddle
+        "agent", "eval", f"policy={run / 'last.zip'}", "episodes=1", "video=null", f"dream={checkpoint}",
+        "dream_starts=2", "dream_steps=3", "dream_reward_contact_gap=0.5", f"out={tmp_path / 'h.json'}",
+    )  # fmt: skip
+    gated = json.loads((tmp_path / "h.json").read_text())["dream_vs_real"]
+    assert gap["return"]["dream"] != 0 and gated["return"]["dream"] == 0  # random-weights frames: no paddle
+    assert gated["return"]["real"] == gap["return"]["real"]
+    gated_run = train_agent(  # and an agent trained on that dream
+        agent_cfg(tmp_path, checkpoint=str(checkpoint), out=str(tmp_path / "gated"), reward_contact_gap=0.5)
+    )
+    assert gated_run["timesteps"] == 32
 
     # the trained policy as a frame -> action function sees what the training pipeline showed it
     from agents.train import FramePolicy, newest_frame, real_venv

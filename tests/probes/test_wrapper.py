@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from envs.dream import DreamEnv, DreamVectorEnv
-from envs.probe_wrapper import PhysicsProbeVectorWrapper, PhysicsProbeWrapper
+from envs.probe_wrapper import ContactRewardVectorWrapper, PhysicsProbeVectorWrapper, PhysicsProbeWrapper
 from simworld.probes import violations as V
+from simworld.probes.contacts import agent_contact
 from simworld.probes.online import STEP_KEYS
 from simworld.probes.world import WorldSpec
 
@@ -107,3 +108,72 @@ def test_vector_max_violation_truncates_then_restarts(checkpoint):
 def test_same_step_autoreset_is_refused(checkpoint):
     with pytest.raises(ValueError, match="SAME_STEP"):
         PhysicsProbeVectorWrapper(DreamVectorEnv(1, checkpoint, autoreset_mode="SameStep"))
+
+
+def _heuristic_balls(num_envs, steps, autoreset_mode):
+    """A real Balls vector env played by its heuristic (it bounces balls often), contact-gated."""
+    from gymnasium.vector import AutoresetMode
+
+    envs = gym.make_vec(
+        "simworld/Balls-v0",
+        num_envs=num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": AutoresetMode(autoreset_mode)},
+        max_episode_steps=40,
+    )
+    spec = WorldSpec.from_env(envs.envs[0])
+    gated = ContactRewardVectorWrapper(envs, spec=spec)
+    gated.reset(seed=0)
+    paid, ungated = [], []
+    for _ in range(steps):
+        actions = np.array([e.unwrapped.heuristic_action() for e in envs.envs])
+        _, r, _, _, info = gated.step(actions)
+        paid.append(r)
+        ungated.append(info["reward_ungated"])
+    return np.array(paid), np.array(ungated)
+
+
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_contact_gate_keeps_every_real_bounce(mode):
+    paid, ungated = _heuristic_balls(2, 120, mode)
+    assert (ungated > 0).sum() >= 4  # the heuristic bounces: there is something to keep
+    np.testing.assert_array_equal(paid, ungated)  # the real world only pays shown contacts
+
+
+def test_contact_test_passes_few_real_steps_without_a_bounce():
+    env = gym.make("simworld/Balls-v0", max_episode_steps=200)
+    frames, rewards = [env.reset(seed=1)[0]], []
+    for _ in range(150):
+        obs, r, term, trunc, _ = env.step(env.action_space.sample())
+        frames.append(obs)
+        rewards.append(r)
+        if term or trunc:
+            break
+    frames = np.array(frames)
+    near = agent_contact(frames[:-1], frames[1:], WorldSpec.from_env(env))
+    assert near[np.array(rewards) > 0].all()
+    assert near.mean() < 0.3, near.mean()  # far from the paddle most of the time: those cannot pay
+
+
+def _paying(step):
+    def paying(*args, **kwargs):
+        frames, latents, rewards, prob = step(*args, **kwargs)
+        return frames, latents, np.ones_like(rewards), prob
+
+    return paying
+
+
+def test_contact_gate_drops_a_dreams_rewards_its_frames_do_not_show(checkpoint):
+    """A dream that pays every step, over random-weights frames without a paddle: nothing is paid."""
+    for mode in ["NextStep", "SameStep"]:
+        dream = DreamVectorEnv(2, checkpoint, max_episode_steps=3, autoreset_mode=mode)
+        dream.model.step = _paying(dream.model.step)
+        envs = ContactRewardVectorWrapper(dream)
+        envs.reset(seed=0)
+        paid = ungated = 0.0
+        for _ in range(5):  # through an episode end
+            _, r, _, _, info = envs.step(np.array([0, 2]))
+            paid, ungated = paid + r.sum(), ungated + info["reward_ungated"].sum()
+        assert paid == 0 and ungated >= 8, mode  # (next-step autoreset steps pay nothing anyway)
+    with pytest.raises(ValueError, match="max_gap"):
+        ContactRewardVectorWrapper(DreamVectorEnv(1, checkpoint), max_gap=-1.0)
