@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from simworld.data.store import EpisodeStore
 from simworld.metrics import object_recall_uint8, psnr_uint8, ssim_uint8
 from simworld.plots import filmstrip
+from simworld.probes.contacts import agent_contact
 from simworld.world_model import WorldModel
 
 FILMSTRIP_STEPS = 24  # imagined steps drawn in the filmstrip
@@ -78,8 +79,13 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     recall, ghost = np.zeros((b, horizon)), np.zeros((b, horizon))
     pred_r, pred_t = np.zeros((b, horizon)), np.zeros((b, horizon))
     shown = []  # the first few rollouts' frames, for the filmstrip
+    spec = contact_spec(model)
+    shows_contact = np.zeros((b, horizon), bool)  # the frames show a contact with the agent
+    prev = frames[:, cfg.context - 1]
     for k in tqdm(range(horizon), desc="eval rollouts", disable=not cfg.progress):
         out, _, r, p = model.step(state, actions[:, cfg.context - 1 + k])
+        if spec is not None:
+            shows_contact[:, k], prev = agent_contact(prev, out, spec), out
         truth = frames[:, cfg.context + k]
         psnr[:, k], ssim[:, k] = psnr_uint8(out, truth), ssim_uint8(out, truth)
         recall[:, k], ghost[:, k] = object_recall_uint8(out, truth)
@@ -118,6 +124,8 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     result["termination_recall"] = tp / int(truth.sum()) if truth.any() else None
     result["terminations"] = int(truth.sum())
     result.update(termination_on_real_frames(model, store, ids, cfg.seed))
+    if spec is not None:
+        result.update(contact_gate_scores(store, ids, spec, pred_r[valid], shows_contact[valid]))
     result["psnr_by_step"] = [
         float(np.mean(np.minimum(psnr[valid[:, k], k], 100.0))) for k in range(horizon) if valid[:, k].any()
     ]
@@ -125,6 +133,41 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
         n = len(shown)
         result["_filmstrip"] = (frames[: cfg.filmstrip, cfg.context : cfg.context + n], np.stack(shown, 1))
     return result
+
+
+def contact_spec(model: WorldModel) -> Any:
+    """The probes' view of the model's world if it has an agent body to touch (Balls), else None."""
+    from simworld.probes.world import WorldSpec
+
+    try:
+        spec = WorldSpec.from_world(model.cfg.world_id, model.cfg.world_params)
+    except (ValueError, KeyError):  # no flat colours to track (CartPole)
+        return None
+    return spec if any(o.agent for o in spec.objects) else None
+
+
+def contact_gate_scores(
+    store: EpisodeStore, ids: list[int], spec: Any, rollout_reward: np.ndarray, rollout_shown: np.ndarray
+) -> dict[str, Any]:
+    """What a contact gate (``reward_contact_gap=0.5``, ``envs.probe_wrapper.ContactRewardVectorWrapper``)
+    would do: on the held-out real episodes, the share of the world's reward it keeps and of the steps
+    it lets pay; on the open-loop rollouts, the share of the predicted reward whose frames show a
+    contact. A gate that keeps the world's rewards but drops much of a rollout's is dropping rewards
+    the model pays for frames that do not show them."""
+    paid, passed = [], []
+    for eid in ids:
+        ep = store.load(eid)
+        paid.append(ep.rewards)
+        passed.append(agent_contact(ep.frames[:-1], ep.frames[1:], spec))
+    r, g = np.concatenate(paid), np.concatenate(passed)
+    total = float(rollout_reward.sum())
+    return {
+        "contact_gate_real_reward_kept": float(r[g].sum() / r.sum()) if r.sum() > 0 else None,
+        "contact_gate_real_steps_passed": float(g.mean()) if len(g) else None,
+        "contact_gate_rollout_reward_kept": float(rollout_reward[rollout_shown].sum() / total)
+        if total > 0
+        else None,
+    }
 
 
 @torch.no_grad()
@@ -244,6 +287,12 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
             f"({result['reward_real_paid_transitions']} transitions) vs {fmt(result['reward_real_mean_unpaid'])} "
             f"elsewhere; snapped: pays the true reward {fmt(result.get('reward_real_snapped_hit_rate'))}, "
             f"pays where the world did not {fmt(result.get('reward_real_snapped_false_pay'))}"
+        )
+    if "contact_gate_real_steps_passed" in result:
+        print(
+            f"contact gate (reward_contact_gap=0.5): keeps {fmt(result['contact_gate_real_reward_kept'])} of the "
+            f"real reward, lets {fmt(result['contact_gate_real_steps_passed'])} of real steps pay; keeps "
+            f"{fmt(result['contact_gate_rollout_reward_kept'])} of the rollouts' predicted reward"
         )
 
 

@@ -181,6 +181,10 @@ def test_evaluate_reports_every_horizon(store):
     assert 0 <= result["termination_real_mean_prob_other"] <= 1
     assert "termination_real_auroc" in result and "termination_real_best_threshold" in result
     assert "reward_real_mean_unpaid" in result
+    # Balls has a paddle: what a contact gate would keep of the real rewards and of the rollouts'
+    assert 0 <= result["contact_gate_real_steps_passed"] < 0.5
+    assert result["contact_gate_real_reward_kept"] in (None, 1.0)  # None: these episodes paid nothing
+    assert "contact_gate_rollout_reward_kept" in result
 
 
 def test_reward_head_scores_snap_like_the_dream():
