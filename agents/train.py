@@ -69,8 +69,7 @@ class AgentConfig:
             rare terminations fires rarely, so calibrate it (``simworld eval-model`` reports the best F1
             threshold on real frames). None: each dream step terminates with the predicted probability.
         reward_mode: How the dream's reward model pays (``envs.dream.DreamVectorEnv``): ``"expected"``
-            or ``"likeliest"`` (only transitions the model is sure of; Balls' dream overpaid with the
-            expectation, docs/results.md session 17).
+            or ``"likeliest"`` (only transitions the model is sure of, as DIAMOND's argmax).
         reward_contact_gap: Pay a dream reward only where its frames show an object within this many
             world units of the agent's body (``envs.probe_wrapper.ContactRewardVectorWrapper``: the
             probes' tracker checks the reward model; worlds whose rewards are contacts, e.g. Balls'

@@ -184,9 +184,9 @@ def agent_contact(prev: np.ndarray, new: np.ndarray, spec: WorldSpec, max_gap: f
     gap between the agent object (``ObjectSpec.agent``, Balls' paddle) and any other solid object is
     at most ``max_gap`` world units in ``prev`` or ``new``; False where it is wider or where the
     tracker cannot find the agent or any other object (a dissolved frame). A contact reward needs
-    this (Balls pays when a ball starts touching the paddle): on real Balls frames 96 % of the
-    rewarded steps have a ball within 0.5 units of the paddle in the new frame, 7 % of all steps do
-    (docs/results.md, session 17). Two frames are too few for :func:`contacts`' reach test.
+    this (Balls pays when a ball starts touching the paddle): on 16 held-out real Balls episodes
+    every rewarded step has a ball within 0.5 units of the paddle, and 5 % of all steps do
+    (``simworld eval-model``; docs/results.md, session 17). Two frames are too few for :func:`contacts`' reach test.
 
     Raises:
         ValueError: for a world without an agent object, or frames that are not two equal batches.
