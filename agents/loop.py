@@ -50,8 +50,8 @@ class LoopConfig:
         agent_steps: Agent steps in the dream added per iteration.
         agent: The SB3 algorithm (see :class:`~agents.train.AgentConfig`), with ``num_envs``,
             ``frame_stack``, ``termination_threshold``, ``reward_mode``, ``reward_contact_gap``,
-            ``agent_kwargs`` as there
-            (the round's dream-vs-world checks read the dream's rewards the same way).
+            ``agent_kwargs`` as there (the round's dream-vs-world checks read the dream's rewards
+            the same way).
         max_episode_steps: The imagination horizon: dream episodes start from real context windows
             of the store (the model's start bank, redrawn every iteration) and are truncated after
             this many steps, with the value function bootstrapping the rest (SB3 does this for
