@@ -192,6 +192,23 @@ def agent_train(cfg: DictConfig) -> dict:
     return result
 
 
+def dream_rewards_of(c: dict) -> tuple[str, float | None]:
+    """How ``agent eval ... dream=`` pays the dream: ``dream_reward_mode`` and
+    ``dream_reward_contact_gap`` where given (``off``: no contact check), else what the policy trained
+    with (its ``agent.json``), else the expectation and no check."""
+    from agents.train import AGENT_FILE, policy_file
+
+    meta_path = policy_file(c["policy"]).parent / AGENT_FILE
+    meta = json.loads(meta_path.read_text()) if c["policy"] != "random" and meta_path.exists() else {}
+    mode = c.get("dream_reward_mode") or meta.get("reward_mode", "expected")
+    contact = c.get("dream_reward_contact_gap")
+    if contact is None:
+        contact = meta.get("reward_contact_gap")
+    elif contact == "off":
+        contact = None
+    return mode, None if contact is None else float(contact)
+
+
 def agent_eval(cfg: DictConfig) -> dict:
     from agents.train import evaluate_agent
 
@@ -206,18 +223,20 @@ def agent_eval(cfg: DictConfig) -> dict:
     if c.get("dream"):  # the same policy from the model's real starts: dream vs world, same actions
         from simworld.rollout import policy_outcome
 
+        mode, contact = dream_rewards_of(c)
         gap = policy_outcome(
             c["dream"],
             c["policy"],
             starts=c["dream_starts"],
             steps=c["dream_steps"],
             seed=c["seed"],
-            reward_mode=c.get("dream_reward_mode", "expected"),
-            reward_contact_gap=c.get("dream_reward_contact_gap"),
+            reward_mode=mode,
+            reward_contact_gap=contact,
         )
-        result["dream_vs_real"] = gap
+        result["dream_vs_real"] = {**gap, "reward_mode": mode, "reward_contact_gap": contact}
         print(
-            f"from {gap['starts']} real starts, {gap['steps']} steps: return in the dream "
+            f"from {gap['starts']} real starts, {gap['steps']} steps (dream rewards: {mode}"
+            f"{'' if contact is None else f', contact check {contact}'}): return in the dream "
             f"{gap['return']['dream']:.2f}, in the world {gap['return']['real']:.2f} (overrating "
             f"{gap['overrating']:+.2f}); episodes ended {gap['ended']['dream']:.2f} vs {gap['ended']['real']:.2f}"
         )
