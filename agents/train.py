@@ -350,17 +350,22 @@ def policy_file(spec: str | os.PathLike) -> Path:
     return Path(spec)
 
 
+def policy_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``agent.json`` beside a policy zip (or ``shipped:<name>``): how it was trained; {} if none."""
+    meta_path = policy_file(path).parent / AGENT_FILE
+    return json.loads(meta_path.read_text()) if meta_path.exists() else {}
+
+
 def load_policy(path: str | os.PathLike, device: str = "cpu") -> tuple[BaseAlgorithm, dict[str, Any]]:
     """An SB3 zip (or ``shipped:<name>``) and the ``agent.json`` beside it (algorithm, frame stack,
     world)."""
     path = policy_file(path)
     if not path.exists():
         raise FileNotFoundError(f"no policy at {path}")
-    meta_path = path.parent / AGENT_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = policy_meta(path)
     name = meta.get("agent", "ppo")
     if name not in ALGOS:
-        raise ValueError(f"{meta_path} names an unknown agent {name!r}")
+        raise ValueError(f"{path.parent / AGENT_FILE} names an unknown agent {name!r}")
     return ALGOS[name].load(path, device=device), meta
 
 

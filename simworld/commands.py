@@ -196,10 +196,9 @@ def dream_rewards_of(c: dict) -> tuple[str, float | None]:
     """How ``agent eval ... dream=`` pays the dream: ``dream_reward_mode`` and
     ``dream_reward_contact_gap`` where given (``off``: no contact check), else what the policy trained
     with (its ``agent.json``), else the expectation and no check."""
-    from agents.train import AGENT_FILE, policy_file
+    from agents.train import policy_meta
 
-    meta_path = policy_file(c["policy"]).parent / AGENT_FILE
-    meta = json.loads(meta_path.read_text()) if c["policy"] != "random" and meta_path.exists() else {}
+    meta = {} if c["policy"] == "random" else policy_meta(c["policy"])
     mode = c.get("dream_reward_mode") or meta.get("reward_mode", "expected")
     contact = c.get("dream_reward_contact_gap")
     if contact is None:
