@@ -54,6 +54,7 @@ class BenchConfig:
     collect_random: float = 0.0  # the loop's share of random collection steps (see LoopConfig)
     reward_mode: str = "expected"  # how the loop's dream pays (see AgentConfig.reward_mode)
     reward_contact_gap: float | None = None  # the loop's dream pays only shown contacts (see AgentConfig)
+    termination_floor_gap: float | None = None  # the loop's dream ends only at shown floor hits (AgentConfig)
     agent: str = "ppo"
     num_envs: int = 8
     frame_stack: int = 4
@@ -76,7 +77,7 @@ class BenchConfig:
             raise ValueError("seeds must name at least one seed")
         from agents.train import check_dream_rewards
 
-        check_dream_rewards(self.reward_mode, self.reward_contact_gap)
+        check_dream_rewards(self.reward_mode, self.reward_contact_gap, self.termination_floor_gap)
         if self.score_episodes < 0:
             raise ValueError(f"score_episodes must be >= 0 (0: no score), got {self.score_episodes}")
 
@@ -201,6 +202,7 @@ def _train_one(cfg: BenchConfig, arm: str, seed: int) -> None:
                 collect_random=cfg.collect_random,
                 reward_mode=cfg.reward_mode,
                 reward_contact_gap=cfg.reward_contact_gap,
+                termination_floor_gap=cfg.termination_floor_gap,
                 readout=cfg.readout,
                 resume=(path / LOOP_FILE).exists(),
             )

@@ -50,7 +50,7 @@ class LoopConfig:
         agent_steps: Agent steps in the dream added per iteration.
         agent: The SB3 algorithm (see :class:`~agents.train.AgentConfig`), with ``num_envs``,
             ``frame_stack``, ``termination_threshold``, ``reward_mode``, ``reward_contact_gap``,
-            ``agent_kwargs`` as there (the round's dream-vs-world checks read the dream's rewards
+            ``termination_floor_gap``, ``agent_kwargs`` as there (the round's dream-vs-world checks read the dream's rewards
             the same way).
         max_episode_steps: The imagination horizon: dream episodes start from real context windows
             of the store (the model's start bank, redrawn every iteration) and are truncated after
@@ -88,6 +88,7 @@ class LoopConfig:
     termination_threshold: float | None = None
     reward_mode: str = "expected"
     reward_contact_gap: float | None = None
+    termination_floor_gap: float | None = None
     bank_size: int = 1024
     collect_random: float = 0.0
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -107,7 +108,7 @@ class LoopConfig:
             raise ValueError(f"final_agent_steps must be >= 0, got {self.final_agent_steps}")
         if not 0.0 <= self.collect_random <= 1.0:
             raise ValueError(f"collect_random must be a share in [0, 1], got {self.collect_random}")
-        check_dream_rewards(self.reward_mode, self.reward_contact_gap)
+        check_dream_rewards(self.reward_mode, self.reward_contact_gap, self.termination_floor_gap)
 
 
 def collect_with_policy(
@@ -313,6 +314,7 @@ def _agent_round(
         termination_threshold=cfg.termination_threshold,
         reward_mode=cfg.reward_mode,
         reward_contact_gap=cfg.reward_contact_gap,
+        termination_floor_gap=cfg.termination_floor_gap,
         eval_every=0,
         eval_episodes=cfg.eval_episodes,
         ckpt_every=max(cfg.agent_steps // 4, 1),
@@ -338,6 +340,7 @@ def _agent_round(
         seed=cfg.seed,
         reward_mode=cfg.reward_mode,  # the rewards the agent trained on
         reward_contact_gap=cfg.reward_contact_gap,
+        termination_floor_gap=cfg.termination_floor_gap,
     )
     return {
         **entry,

@@ -74,6 +74,9 @@ class AgentConfig:
             world units of the agent's body (``envs.probe_wrapper.ContactRewardVectorWrapper``: the
             probes' tracker checks the reward model; worlds whose rewards are contacts, e.g. Balls'
             bounces). None: off.
+        termination_floor_gap: End a dream episode only where its frames show a falling object
+            within this many world units of the floor (``envs.dream.DreamVectorEnv``: the tracker
+            checks the termination head, for worlds that end at the floor, e.g. Balls). None: off.
         eval_every: Agent steps between real-world evaluations (0: none).
         eval_episodes: Real episodes per evaluation.
         ckpt_every: Agent steps between checkpoints.
@@ -93,6 +96,7 @@ class AgentConfig:
     termination_threshold: float | None = 0.5
     reward_mode: str = "expected"
     reward_contact_gap: float | None = None
+    termination_floor_gap: float | None = None
     eval_every: int = 10_000
     eval_episodes: int = 5
     ckpt_every: int = 10_000
@@ -111,7 +115,7 @@ class AgentConfig:
             raise ValueError(f"unknown agent {self.agent!r}; choose one of {sorted(ALGOS)}")
         if self.frame_stack < 1 or self.num_envs < 1:
             raise ValueError("frame_stack and num_envs must be >= 1")
-        check_dream_rewards(self.reward_mode, self.reward_contact_gap)
+        check_dream_rewards(self.reward_mode, self.reward_contact_gap, self.termination_floor_gap)
 
 
 def newest_frame(obs: np.ndarray) -> np.ndarray:
@@ -135,12 +139,18 @@ def real_venv(world: dict[str, Any], num_envs: int, seed: int, frame_stack: int)
     return preprocess(venv, frame_stack)
 
 
-def check_dream_rewards(reward_mode: str, reward_contact_gap: float | None) -> None:
-    """Raise a clear error for dream reward settings no dream accepts (before any work is done)."""
+def check_dream_rewards(
+    reward_mode: str, reward_contact_gap: float | None, termination_floor_gap: float | None = None
+) -> None:
+    """Raise a clear error for dream reward and termination settings no dream accepts (before any work)."""
     if reward_mode not in REWARD_MODES:
         raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
     if reward_contact_gap is not None and not reward_contact_gap >= 0:
         raise ValueError(f"reward_contact_gap must be >= 0 world units (null: off), got {reward_contact_gap}")
+    if termination_floor_gap is not None and not termination_floor_gap >= 0:
+        raise ValueError(
+            f"termination_floor_gap must be >= 0 world units (null: off), got {termination_floor_gap}"
+        )
 
 
 def dream_venv(cfg: AgentConfig) -> VecEnv:
@@ -159,6 +169,7 @@ def dream_venv(cfg: AgentConfig) -> VecEnv:
         max_episode_steps=cfg.max_episode_steps,
         termination_threshold=cfg.termination_threshold,
         reward_mode=cfg.reward_mode,
+        termination_floor_gap=cfg.termination_floor_gap,
         autoreset_mode=AutoresetMode.SAME_STEP,
         render_mode=None,
     )

@@ -192,20 +192,29 @@ def agent_train(cfg: DictConfig) -> dict:
     return result
 
 
-def dream_rewards_of(c: dict) -> tuple[str, float | None]:
-    """How ``agent eval ... dream=`` pays the dream: ``dream_reward_mode`` and
-    ``dream_reward_contact_gap`` where given (``off``: no contact check), else what the policy trained
-    with (its ``agent.json``), else the expectation and no check."""
+def dream_rewards_of(c: dict) -> tuple[str, float | None, float | None]:
+    """How ``agent eval ... dream=`` runs the dream: ``(reward mode, contact gap, floor gap)`` from
+    ``dream_reward_mode``, ``dream_reward_contact_gap`` and ``dream_termination_floor_gap`` where
+    given (``off``: no check), else what the policy trained with (its ``agent.json``), else the
+    expectation and no checks."""
     from agents.train import policy_meta
 
     meta = {} if c["policy"] == "random" else policy_meta(c["policy"])
     mode = c.get("dream_reward_mode") or meta.get("reward_mode", "expected")
-    contact = c.get("dream_reward_contact_gap")
-    if contact is None:
-        contact = meta.get("reward_contact_gap")
-    elif contact == "off":
-        contact = None
-    return mode, None if contact is None else float(contact)
+
+    def gap(key: str, trained: str) -> float | None:
+        value = c.get(key)
+        if value is None:
+            value = meta.get(trained)
+        elif value == "off":
+            value = None
+        return None if value is None else float(value)
+
+    return (
+        mode,
+        gap("dream_reward_contact_gap", "reward_contact_gap"),
+        gap("dream_termination_floor_gap", "termination_floor_gap"),
+    )
 
 
 def agent_eval(cfg: DictConfig) -> dict:
@@ -222,7 +231,7 @@ def agent_eval(cfg: DictConfig) -> dict:
     if c.get("dream"):  # the same policy from the model's real starts: dream vs world, same actions
         from simworld.rollout import policy_outcome
 
-        mode, contact = dream_rewards_of(c)
+        mode, contact, floor = dream_rewards_of(c)
         gap = policy_outcome(
             c["dream"],
             c["policy"],
@@ -231,11 +240,18 @@ def agent_eval(cfg: DictConfig) -> dict:
             seed=c["seed"],
             reward_mode=mode,
             reward_contact_gap=contact,
+            termination_floor_gap=floor,
         )
-        result["dream_vs_real"] = {**gap, "reward_mode": mode, "reward_contact_gap": contact}
+        result["dream_vs_real"] = {
+            **gap,
+            "reward_mode": mode,
+            "reward_contact_gap": contact,
+            "termination_floor_gap": floor,
+        }
         print(
             f"from {gap['starts']} real starts, {gap['steps']} steps (dream rewards: {mode}"
-            f"{'' if contact is None else f', contact check {contact}'}): return in the dream "
+            f"{'' if contact is None else f', contact check {contact}'}"
+            f"{'' if floor is None else f', floor check {floor}'}): return in the dream "
             f"{gap['return']['dream']:.2f}, in the world {gap['return']['real']:.2f} (overrating "
             f"{gap['overrating']:+.2f}); episodes ended {gap['ended']['dream']:.2f} vs {gap['ended']['real']:.2f}"
         )

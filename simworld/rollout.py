@@ -403,6 +403,7 @@ def policy_outcome(
     device: str = "cpu",
     reward_mode: str = "expected",
     reward_contact_gap: float | None = None,
+    termination_floor_gap: float | None = None,
 ) -> dict[str, Any]:
     """A policy's return in the dream against the real world's, from the same starts, same actions.
 
@@ -417,26 +418,33 @@ def policy_outcome(
     dream environment; ``policy`` is anything :func:`resolve_policy` reads. ``reward_mode`` is how the
     dream pays (:attr:`WorldModel.reward_mode`; the one the policy trained with), and
     ``reward_contact_gap`` pays only the dream steps whose frames show a contact with the agent, as
-    ``envs.probe_wrapper.ContactRewardVectorWrapper`` does.
+    ``envs.probe_wrapper.ContactRewardVectorWrapper`` does; ``termination_floor_gap`` ends dream
+    episodes only at frames that show an object at the floor, as ``envs.dream.DreamVectorEnv`` does.
     """
     model = (
         checkpoint if isinstance(checkpoint, WorldModel) else WorldModel.from_pretrained(checkpoint, device)
     )
     before, model.reward_mode = model.reward_mode, reward_mode
     try:
-        return _policy_outcome(model, policy, starts, steps, seed, reward_contact_gap)
+        return _policy_outcome(model, policy, starts, steps, seed, reward_contact_gap, termination_floor_gap)
     finally:
         model.reward_mode = before
 
 
 def _policy_outcome(
-    model: WorldModel, policy: Any, starts: int, steps: int, seed: int, contact_gap: float | None
+    model: WorldModel,
+    policy: Any,
+    starts: int,
+    steps: int,
+    seed: int,
+    contact_gap: float | None,
+    floor_gap: float | None = None,
 ) -> dict[str, Any]:
-    spec = None
-    if contact_gap is not None:
-        from simworld.probes.contacts import agent_contact
-        from simworld.probes.world import WorldSpec
+    from simworld.probes.contacts import agent_contact, floor_contact
+    from simworld.probes.world import WorldSpec
 
+    spec = None
+    if contact_gap is not None or floor_gap is not None:
         spec = WorldSpec.from_world(model.cfg.world_id, model.cfg.world_params)
     pol = resolve_policy(policy, model.action_space)
     rng = np.random.default_rng(seed)
@@ -450,8 +458,11 @@ def _policy_outcome(
             tr = rollout(
                 model, pol, steps, start=start, seed=seed + i, compare_real=True, restart_on_real_end=False
             )
-        if spec is not None:  # only the steps whose frames show a contact pay
+        if contact_gap is not None:  # only the steps whose frames show a contact pay
             tr.rewards = tr.rewards * agent_contact(tr.frames[:-1], tr.frames[1:], spec, contact_gap)
+        if floor_gap is not None:  # only the steps whose frames show an object at the floor end
+            near = floor_contact(tr.frames, spec, floor_gap)
+            tr.termination_prob = tr.termination_prob * (near[:-1] | near[1:])
         outs[i] = _outcome(tr)
     mean = outs.mean(axis=0)
     return {

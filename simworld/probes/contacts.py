@@ -208,3 +208,36 @@ def agent_contact(prev: np.ndarray, new: np.ndarray, spec: WorldSpec, max_gap: f
             g = contacts(tr[2 * i : 2 * i + 2], spec).pair_gap  # (2, k, k)
             out[i] = bool(np.min(np.minimum(g[:, a, :], g[:, :, a])) <= max_gap)
     return out
+
+
+def floor_contact(frames: np.ndarray, spec: WorldSpec, max_gap: float = 0.5) -> np.ndarray:
+    """Is a ballistic object within ``max_gap`` world units of the floor in each frame? ``bool (n,)``.
+
+    ``frames``: ``uint8 (n, H, W, 3)``. The gap is from the object's lowest point (centre height minus
+    its radius, or its half height for boxes) to the bottom edge; an object cut by the bottom edge
+    counts as touching. False where no ballistic object is found (a dissolved frame). A world that
+    ends its episodes when a ball reaches the floor (Balls) needs this at every termination: on
+    held-out real Balls episodes every terminal frame shows one (``simworld eval-model``).
+
+    Raises:
+        ValueError: for a world without a floor (a ``"bottom"`` wall) or ballistic objects.
+    """
+    from simworld.probes.tracker import track
+
+    ballistic = [i for i, o in enumerate(spec.objects) if o.ballistic]
+    if "bottom" not in spec.walls or not ballistic:
+        raise ValueError(f"{spec.world_id or 'this world'} has no floor with ballistic objects on it")
+    frames = np.asarray(frames)
+    if frames.ndim != 4:
+        raise ValueError(f"need a (n, H, W, 3) batch of frames, got {frames.shape}")
+    tr = track(frames, spec)
+    y = tr.pos[:, ballistic, 1]
+    low = np.where(
+        np.array([spec.objects[i].shape == "box" for i in ballistic]),
+        tr.half_extent[:, ballistic, 1],
+        tr.radius[:, ballistic],
+    )
+    with np.errstate(invalid="ignore"):
+        gap = np.where(tr.clipped[:, ballistic], 0.0, y - low)
+        near = tr.visible[:, ballistic] & (gap <= max_gap)
+    return near.any(axis=1)

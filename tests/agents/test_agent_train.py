@@ -78,18 +78,26 @@ def test_train_in_the_dream_evaluate_in_the_world_and_resume(checkpoint, tmp_pat
     assert gap["return"]["dream"] != 0 and gated["return"]["dream"] == 0  # random-weights frames: no paddle
     assert gated["return"]["real"] == gap["return"]["real"]
     gated_run = train_agent(  # and an agent trained on that dream
-        agent_cfg(tmp_path, checkpoint=str(checkpoint), out=str(tmp_path / "gated"), reward_contact_gap=0.5)
+        agent_cfg(
+            tmp_path,
+            checkpoint=str(checkpoint),
+            out=str(tmp_path / "gated"),
+            reward_contact_gap=0.5,
+            termination_floor_gap=0.5,
+        )
     )
     assert gated_run["timesteps"] == 32
     for setting, dream_return in [(None, 0.0), ("off", gap["return"]["dream"])]:  # None: as it trained
         simworld(
             "agent", "eval", f"policy={tmp_path / 'gated' / 'last.zip'}", "episodes=1", "video=null",
             f"dream={checkpoint}", "dream_starts=2", "dream_steps=3", f"out={tmp_path / 'i.json'}",
-            *([f"dream_reward_contact_gap={setting}"] if setting else []),
+            *([f"dream_reward_contact_gap={setting}", f"dream_termination_floor_gap={setting}"] if setting else []),
         )  # fmt: skip
         read = json.loads((tmp_path / "i.json").read_text())["dream_vs_real"]
-        assert read["reward_contact_gap"] == (0.5 if setting is None else None)
+        assert read["reward_contact_gap"] == read["termination_floor_gap"] == (0.5 if setting is None else None)
         assert (read["return"]["dream"] == 0.0) == (dream_return == 0.0)
+        # random-weights frames show no ball at the floor: the checked dream never ends an episode
+        assert (read["ended"]["dream"] == 0.0) == (setting is None)
 
     # the trained policy as a frame -> action function sees what the training pipeline showed it
     from agents.train import FramePolicy, newest_frame, real_venv

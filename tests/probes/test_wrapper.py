@@ -7,7 +7,7 @@ import pytest
 from envs.dream import DreamEnv, DreamVectorEnv
 from envs.probe_wrapper import ContactRewardVectorWrapper, PhysicsProbeVectorWrapper, PhysicsProbeWrapper
 from simworld.probes import violations as V
-from simworld.probes.contacts import agent_contact
+from simworld.probes.contacts import agent_contact, floor_contact
 from simworld.probes.online import STEP_KEYS
 from simworld.probes.world import WorldSpec
 
@@ -177,3 +177,64 @@ def test_contact_gate_drops_a_dreams_rewards_its_frames_do_not_show(checkpoint):
         assert paid == 0 and ungated >= 8, mode  # (next-step autoreset steps pay nothing anyway)
     with pytest.raises(ValueError, match="max_gap"):
         ContactRewardVectorWrapper(DreamVectorEnv(1, checkpoint), max_gap=-1.0)
+
+
+def test_floor_check_keeps_every_real_termination_and_passes_few_other_steps():
+    env = gym.make("simworld/Balls-v0", max_episode_steps=300)
+    spec, rng = WorldSpec.from_env(env), np.random.default_rng(0)
+    ends, others = [], []
+    for ep in range(12):
+        frames, terminated = [env.reset(seed=ep)[0]], []
+        while True:
+            obs, _, term, trunc, _ = env.step(int(rng.integers(3)))
+            frames.append(obs)
+            terminated.append(term)
+            if term or trunc:
+                break
+        near = floor_contact(np.array(frames), spec)
+        shown, terminated = near[:-1] | near[1:], np.array(terminated)  # as DreamVectorEnv checks a step
+        ends.append(shown[terminated])
+        others.append(shown[~terminated])
+    ends, others = np.concatenate(ends), np.concatenate(others)
+    assert len(ends) >= 10 and ends.all()  # a ball touching the floor is always in one of the two frames
+    assert others.mean() < 0.15, others.mean()
+    with pytest.raises(ValueError, match="floor"):
+        floor_contact(np.array(frames), WorldSpec.from_world("simworld/Push-v0"))
+
+
+def _ending(step, frame=None):
+    def ending(*args, **kwargs):
+        frames, latents, rewards, prob = step(*args, **kwargs)
+        if frame is not None:
+            frames = np.repeat(frame[None], len(frames), axis=0)
+        return frames, latents, rewards, np.ones_like(prob)
+
+    return ending
+
+
+def test_floor_check_ends_a_dream_only_at_a_frame_with_a_ball_at_the_floor(checkpoint):
+    """A termination head that always fires: the checked dream ends only where a ball is at the floor."""
+    env = gym.make("simworld/Balls-v0")
+    env.reset(seed=0)
+    while True:  # a real terminal frame: a ball on the floor
+        obs, _, term, trunc, _ = env.step(1)
+        if term or trunc:
+            break
+    assert term
+    for mode in ["NextStep", "SameStep"]:
+        dream = DreamVectorEnv(2, checkpoint, autoreset_mode=mode, termination_floor_gap=0.5)
+        dream.model.step = _ending(dream.model.step)
+        dream.reset(seed=0)
+        for _ in range(3):  # random-weights frames: no ball anywhere near the floor
+            _, _, term, _, info = dream.step(np.array([0, 2]))
+            assert not term.any() and info["termination_prob"].tolist() == [0.0, 0.0], mode
+            assert info["termination_prob_ungated"].tolist() == [1.0, 1.0]
+        dream.model.step = _ending(dream.model.step, frame=obs)
+        _, _, term, _, _ = dream.step(np.array([0, 2]))
+        assert term.all(), mode
+    unchecked = DreamVectorEnv(2, checkpoint)
+    unchecked.model.step = _ending(unchecked.model.step)
+    unchecked.reset(seed=0)
+    assert unchecked.step(np.array([0, 2]))[2].all()
+    with pytest.raises(ValueError, match="termination_floor_gap"):
+        DreamVectorEnv(1, checkpoint, termination_floor_gap=-1.0)
