@@ -34,9 +34,13 @@ def floor_spec(world_id: str, world_params: dict[str, Any]) -> Any:
     try:
         spec = WorldSpec.from_world(world_id, world_params)
     except (ValueError, KeyError) as e:
-        raise ValueError(f"termination_floor_gap needs a world the probes can track; {world_id}: {e}") from None
+        raise ValueError(
+            f"termination_floor_gap needs a world the probes can track; {world_id}: {e}"
+        ) from None
     if "bottom" not in spec.walls or not any(o.ballistic for o in spec.objects):
-        raise ValueError(f"termination_floor_gap needs a world with a floor and falling objects, not {world_id}")
+        raise ValueError(
+            f"termination_floor_gap needs a world with a floor and falling objects, not {world_id}"
+        )
     return spec
 
 
@@ -165,7 +169,9 @@ class DreamVectorEnv(VectorEnv):
         if termination_floor_gap is not None:
             self._floor_spec = floor_spec(self.model.cfg.world_id, self.model.cfg.world_params)
             if not termination_floor_gap >= 0:
-                raise ValueError(f"termination_floor_gap must be >= 0 world units, got {termination_floor_gap}")
+                raise ValueError(
+                    f"termination_floor_gap must be >= 0 world units, got {termination_floor_gap}"
+                )
             self.termination_floor_gap = float(termination_floor_gap)
         self._floor = np.zeros(self.num_envs, dtype=bool)  # the last frame shows an object at the floor
 

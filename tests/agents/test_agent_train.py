@@ -94,7 +94,9 @@ def test_train_in_the_dream_evaluate_in_the_world_and_resume(checkpoint, tmp_pat
             *([f"dream_reward_contact_gap={setting}", f"dream_termination_floor_gap={setting}"] if setting else []),
         )  # fmt: skip
         read = json.loads((tmp_path / "i.json").read_text())["dream_vs_real"]
-        assert read["reward_contact_gap"] == read["termination_floor_gap"] == (0.5 if setting is None else None)
+        assert (
+            read["reward_contact_gap"] == read["termination_floor_gap"] == (0.5 if setting is None else None)
+        )
         assert (read["return"]["dream"] == 0.0) == (dream_return == 0.0)
         # random-weights frames show no ball at the floor: the checked dream never ends an episode
         assert (read["ended"]["dream"] == 0.0) == (setting is None)
