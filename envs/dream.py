@@ -27,23 +27,6 @@ def load_model(checkpoint: str | Path | WorldModel | None, device: str | torch.d
     return WorldModel.from_pretrained(checkpoint, device=device)
 
 
-def floor_spec(world_id: str, world_params: dict[str, Any]) -> Any:
-    """The probes' spec of a world whose episodes may end at its floor, or a clear error if it has none."""
-    from simworld.probes.world import WorldSpec
-
-    try:
-        spec = WorldSpec.from_world(world_id, world_params)
-    except (ValueError, KeyError) as e:
-        raise ValueError(
-            f"termination_floor_gap needs a world the probes can track; {world_id}: {e}"
-        ) from None
-    if "bottom" not in spec.walls or not any(o.ballistic for o in spec.objects):
-        raise ValueError(
-            f"termination_floor_gap needs a world with a floor and falling objects, not {world_id}"
-        )
-    return spec
-
-
 class DreamVectorEnv(VectorEnv):
     """A batch of imagined environments stepped by one forward pass of a world model.
 
@@ -167,6 +150,8 @@ class DreamVectorEnv(VectorEnv):
         self._restarted: tuple[np.ndarray, np.ndarray] | None = None
         self.termination_floor_gap, self._floor_spec = None, None
         if termination_floor_gap is not None:
+            from simworld.probes.contacts import floor_spec
+
             self._floor_spec = floor_spec(self.model.cfg.world_id, self.model.cfg.world_params)
             if not termination_floor_gap >= 0:
                 raise ValueError(

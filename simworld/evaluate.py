@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from simworld.data.store import EpisodeStore
 from simworld.metrics import object_recall_uint8, psnr_uint8, ssim_uint8
 from simworld.plots import filmstrip
-from simworld.probes.contacts import agent_contact
+from simworld.probes.contacts import agent_contact, floor_contact, floor_spec
 from simworld.world_model import WorldModel
 
 FILMSTRIP_STEPS = 24  # imagined steps drawn in the filmstrip
@@ -82,10 +82,16 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     spec = contact_spec(model)
     shows_contact = np.zeros((b, horizon), bool)  # the frames show a contact with the agent
     prev = frames[:, cfg.context - 1]
+    floor = floor_check_spec(model)
+    shows_floor = np.zeros((b, horizon), bool)  # the frames show an object at the floor
+    prev_floor = floor_contact(prev, floor) if floor is not None else None
     for k in tqdm(range(horizon), desc="eval rollouts", disable=not cfg.progress):
         out, _, r, p = model.step(state, actions[:, cfg.context - 1 + k])
         if spec is not None:
             shows_contact[:, k], prev = agent_contact(prev, out, spec), out
+        if floor is not None:
+            near = floor_contact(out, floor)
+            shows_floor[:, k], prev_floor = prev_floor | near, near
         truth = frames[:, cfg.context + k]
         psnr[:, k], ssim[:, k] = psnr_uint8(out, truth), ssim_uint8(out, truth)
         recall[:, k], ghost[:, k] = object_recall_uint8(out, truth)
@@ -126,6 +132,8 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     result.update(termination_on_real_frames(model, store, ids, cfg.seed))
     if spec is not None:
         result.update(contact_gate_scores(store, ids, spec, pred_r[valid], shows_contact[valid]))
+    if floor is not None:
+        result.update(floor_gate_scores(store, ids, floor, pred_t[valid], shows_floor[valid]))
     result["psnr_by_step"] = [
         float(np.mean(np.minimum(psnr[valid[:, k], k], 100.0))) for k in range(horizon) if valid[:, k].any()
     ]
@@ -165,6 +173,40 @@ def contact_gate_scores(
         "contact_gate_real_reward_kept": float(r[g].sum() / r.sum()) if r.sum() > 0 else None,
         "contact_gate_real_steps_passed": float(g.mean()) if len(g) else None,
         "contact_gate_rollout_reward_kept": float(rollout_reward[rollout_shown].sum() / total)
+        if total > 0
+        else None,
+    }
+
+
+def floor_check_spec(model: WorldModel) -> Any:
+    """The probes' spec of the model's world if its episodes can end at a floor (Balls), else None."""
+    try:
+        return floor_spec(model.cfg.world_id, model.cfg.world_params)
+    except ValueError:
+        return None
+
+
+def floor_gate_scores(
+    store: EpisodeStore, ids: list[int], spec: Any, rollout_prob: np.ndarray, rollout_shown: np.ndarray
+) -> dict[str, Any]:
+    """What the floor check (``termination_floor_gap=0.5``, ``envs.dream.DreamVectorEnv``) would do:
+    on the held-out real episodes, the share of terminations it keeps and of the other steps it lets
+    end; on the open-loop rollouts, the share of the predicted termination probability whose frames
+    show an object at the floor. A check that keeps the world's terminations but drops much of a
+    rollout's is dropping ends the model predicts for frames that do not show them."""
+    ends, others = [], []
+    for eid in ids:
+        ep = store.load(eid)
+        near = floor_contact(ep.frames, spec)
+        shown, term = near[:-1] | near[1:], ep.terminated.astype(bool)
+        ends.append(shown[term])
+        others.append(shown[~term])
+    e, o = np.concatenate(ends), np.concatenate(others)
+    total = float(rollout_prob.sum())
+    return {
+        "floor_gate_real_terminations_kept": float(e.mean()) if len(e) else None,
+        "floor_gate_real_steps_passed": float(o.mean()) if len(o) else None,
+        "floor_gate_rollout_termination_kept": float(rollout_prob[rollout_shown].sum() / total)
         if total > 0
         else None,
     }
@@ -293,6 +335,13 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
             f"contact gate (reward_contact_gap=0.5): keeps {fmt(result['contact_gate_real_reward_kept'])} of the "
             f"real reward, lets {fmt(result['contact_gate_real_steps_passed'])} of real steps pay; keeps "
             f"{fmt(result['contact_gate_rollout_reward_kept'])} of the rollouts' predicted reward"
+        )
+    if "floor_gate_real_steps_passed" in result:
+        print(
+            f"floor check (termination_floor_gap=0.5): keeps {fmt(result['floor_gate_real_terminations_kept'])} "
+            f"of real terminations, lets {fmt(result['floor_gate_real_steps_passed'])} of the other real "
+            f"steps end; keeps {fmt(result['floor_gate_rollout_termination_kept'])} of the rollouts' "
+            "predicted termination probability"
         )
 
 

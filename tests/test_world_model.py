@@ -185,6 +185,10 @@ def test_evaluate_reports_every_horizon(store):
     assert 0 <= result["contact_gate_real_steps_passed"] < 0.5
     assert result["contact_gate_real_reward_kept"] in (None, 1.0)  # None: these episodes paid nothing
     assert "contact_gate_rollout_reward_kept" in result
+    # and a floor: what the floor check would keep of the real terminations and of the rollouts'
+    assert 0 <= result["floor_gate_real_steps_passed"] < 0.5
+    assert result["floor_gate_real_terminations_kept"] in (None, 1.0)  # None: no episode ended
+    assert "floor_gate_rollout_termination_kept" in result
 
 
 def test_reward_head_scores_snap_like_the_dream():

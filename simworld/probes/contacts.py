@@ -241,3 +241,23 @@ def floor_contact(frames: np.ndarray, spec: WorldSpec, max_gap: float = 0.5) -> 
         gap = np.where(tr.clipped[:, ballistic], 0.0, y - low)
         near = tr.visible[:, ballistic] & (gap <= max_gap)
     return near.any(axis=1)
+
+
+def floor_spec(world_id: str, world_params: dict) -> WorldSpec:
+    """The spec of a world whose episodes can end at its floor (for :func:`floor_contact`).
+
+    Raises:
+        ValueError: naming the world, if the probes cannot track it or it has no floor with
+            falling objects on it.
+    """
+    try:
+        spec = WorldSpec.from_world(world_id, world_params)
+    except (ValueError, KeyError) as e:
+        raise ValueError(
+            f"termination_floor_gap needs a world the probes can track; {world_id}: {e}"
+        ) from None
+    if "bottom" not in spec.walls or not any(o.ballistic for o in spec.objects):
+        raise ValueError(
+            f"termination_floor_gap needs a world with a floor and falling objects, not {world_id}"
+        )
+    return spec
