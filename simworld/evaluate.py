@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from simworld.data.store import EpisodeStore
 from simworld.metrics import object_recall_uint8, psnr_uint8, ssim_uint8
 from simworld.plots import filmstrip
-from simworld.probes.contacts import agent_contact, floor_contact, floor_spec
+from simworld.probes.contacts import agent_contact, agent_gap, floor_contact, floor_spec
 from simworld.world_model import WorldModel
 
 FILMSTRIP_STEPS = 24  # imagined steps drawn in the filmstrip
@@ -80,7 +80,7 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     pred_r, pred_t = np.zeros((b, horizon)), np.zeros((b, horizon))
     shown = []  # the first few rollouts' frames, for the filmstrip
     spec = contact_spec(model)
-    shows_contact = np.zeros((b, horizon), bool)  # the frames show a contact with the agent
+    contact_gap = np.full((b, horizon), np.inf)  # the frames' agent-to-object gap (inf: none found)
     prev = frames[:, cfg.context - 1]
     floor = floor_check_spec(model)
     shows_floor = np.zeros((b, horizon), bool)  # the frames show an object at the floor
@@ -88,7 +88,7 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     for k in tqdm(range(horizon), desc="eval rollouts", disable=not cfg.progress):
         out, _, r, p = model.step(state, actions[:, cfg.context - 1 + k])
         if spec is not None:
-            shows_contact[:, k], prev = agent_contact(prev, out, spec), out
+            contact_gap[:, k], prev = agent_gap(prev, out, spec), out
         if floor is not None:
             near = floor_contact(out, floor)
             shows_floor[:, k], prev_floor = prev_floor | near, near
@@ -131,7 +131,7 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     result["terminations"] = int(truth.sum())
     result.update(termination_on_real_frames(model, store, ids, cfg.seed))
     if spec is not None:
-        result.update(contact_gate_scores(store, ids, spec, pred_r[valid], shows_contact[valid]))
+        result.update(contact_gate_scores(store, ids, spec, pred_r[valid], contact_gap[valid]))
     if floor is not None:
         result.update(floor_gate_scores(store, ids, floor, pred_t[valid], shows_floor[valid]))
     result["psnr_by_step"] = [
@@ -155,13 +155,15 @@ def contact_spec(model: WorldModel) -> Any:
 
 
 def contact_gate_scores(
-    store: EpisodeStore, ids: list[int], spec: Any, rollout_reward: np.ndarray, rollout_shown: np.ndarray
+    store: EpisodeStore, ids: list[int], spec: Any, rollout_reward: np.ndarray, rollout_gap: np.ndarray
 ) -> dict[str, Any]:
     """What a contact gate (``reward_contact_gap=0.5``, ``envs.probe_wrapper.ContactRewardVectorWrapper``)
     would do: on the held-out real episodes, the share of the world's reward it keeps and of the steps
     it lets pay; on the open-loop rollouts, the share of the predicted reward whose frames show a
     contact. A gate that keeps the world's rewards but drops much of a rollout's is dropping rewards
-    the model pays for frames that do not show them."""
+    the model pays for frames that do not show them; ``contact_gate_rollout_reward_unseen`` is the
+    share of the predicted reward on steps where the tracker finds no object to touch (dissolved
+    frames) rather than one too far away."""
     paid, passed = [], []
     for eid in ids:
         ep = store.load(eid)
@@ -169,12 +171,12 @@ def contact_gate_scores(
         passed.append(agent_contact(ep.frames[:-1], ep.frames[1:], spec))
     r, g = np.concatenate(paid), np.concatenate(passed)
     total = float(rollout_reward.sum())
+    share = lambda m: float(rollout_reward[m].sum() / total) if total > 0 else None  # noqa: E731
     return {
         "contact_gate_real_reward_kept": float(r[g].sum() / r.sum()) if r.sum() > 0 else None,
         "contact_gate_real_steps_passed": float(g.mean()) if len(g) else None,
-        "contact_gate_rollout_reward_kept": float(rollout_reward[rollout_shown].sum() / total)
-        if total > 0
-        else None,
+        "contact_gate_rollout_reward_kept": share(rollout_gap <= 0.5),
+        "contact_gate_rollout_reward_unseen": share(np.isinf(rollout_gap)),
     }
 
 
@@ -334,7 +336,9 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
         print(
             f"contact gate (reward_contact_gap=0.5): keeps {fmt(result['contact_gate_real_reward_kept'])} of the "
             f"real reward, lets {fmt(result['contact_gate_real_steps_passed'])} of real steps pay; keeps "
-            f"{fmt(result['contact_gate_rollout_reward_kept'])} of the rollouts' predicted reward"
+            f"{fmt(result['contact_gate_rollout_reward_kept'])} of the rollouts' predicted reward "
+            f"({fmt(result['contact_gate_rollout_reward_unseen'])} of it is on frames where no object to "
+            "touch is found)"
         )
     if "floor_gate_real_steps_passed" in result:
         print(

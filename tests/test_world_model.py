@@ -184,7 +184,8 @@ def test_evaluate_reports_every_horizon(store):
     # Balls has a paddle: what a contact gate would keep of the real rewards and of the rollouts'
     assert 0 <= result["contact_gate_real_steps_passed"] < 0.5
     assert result["contact_gate_real_reward_kept"] in (None, 1.0)  # None: these episodes paid nothing
-    assert "contact_gate_rollout_reward_kept" in result
+    kept, unseen = result["contact_gate_rollout_reward_kept"], result["contact_gate_rollout_reward_unseen"]
+    assert kept is None or 0 <= kept + unseen <= 1 + 1e-9  # shown, or dissolved, or too far: disjoint
     # and a floor: what the floor check would keep of the real terminations and of the rollouts'
     assert 0 <= result["floor_gate_real_steps_passed"] < 0.5
     assert result["floor_gate_real_terminations_kept"] in (None, 1.0)  # None: no episode ended

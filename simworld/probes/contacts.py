@@ -182,11 +182,23 @@ def agent_contact(prev: np.ndarray, new: np.ndarray, spec: WorldSpec, max_gap: f
 
     ``prev, new``: ``uint8 (n, H, W, 3)`` frames of ``n`` episodes. True where the tracked edge-to-edge
     gap between the agent object (``ObjectSpec.agent``, Balls' paddle) and any other solid object is
-    at most ``max_gap`` world units in ``prev`` or ``new``; False where it is wider or where the
-    tracker cannot find the agent or any other object (a dissolved frame). A contact reward needs
-    this (Balls pays when a ball starts touching the paddle): on 16 held-out real Balls episodes
-    every rewarded step has a ball within 0.5 units of the paddle, and 5 % of all steps do
-    (``simworld eval-model``; docs/results.md, session 17). Two frames are too few for :func:`contacts`' reach test.
+    at most ``max_gap`` world units in ``prev`` or ``new`` (:func:`agent_gap`); False where it is
+    wider or where the tracker cannot find the agent or any other object (a dissolved frame). A
+    contact reward needs this (Balls pays when a ball starts touching the paddle): on 16 held-out
+    real Balls episodes every rewarded step has a ball within 0.5 units of the paddle, and 5 % of all
+    steps do (``simworld eval-model``; docs/results.md, session 17).
+
+    Raises:
+        ValueError: for a world without an agent object, or frames that are not two equal batches.
+    """
+    return agent_gap(prev, new, spec) <= max_gap
+
+
+def agent_gap(prev: np.ndarray, new: np.ndarray, spec: WorldSpec) -> np.ndarray:
+    """The smallest tracked gap between the agent's body and another solid object over two
+    consecutive frames, world units, ``float (n,)``; ``inf`` where the tracker finds the agent or
+    every other object in neither frame (a dissolved frame). Two frames are too few for
+    :func:`contacts`' reach test.
 
     Raises:
         ValueError: for a world without an agent object, or frames that are not two equal batches.
@@ -202,11 +214,11 @@ def agent_contact(prev: np.ndarray, new: np.ndarray, spec: WorldSpec, max_gap: f
         raise ValueError(f"need two (n, H, W, 3) batches of the same shape, got {prev.shape} and {new.shape}")
     n = len(new)
     tr = track(np.stack([prev, new], axis=1).reshape(2 * n, *new.shape[1:]), spec)  # prev_i, new_i, ...
-    out = np.zeros(n, bool)
+    out = np.full(n, np.inf)
     with quiet_nans():
         for i in range(n):
             g = contacts(tr[2 * i : 2 * i + 2], spec).pair_gap  # (2, k, k)
-            out[i] = bool(np.min(np.minimum(g[:, a, :], g[:, :, a])) <= max_gap)
+            out[i] = float(np.min(np.minimum(g[:, a, :], g[:, :, a])))
     return out
 
 
