@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from simworld.data.store import EpisodeStore
 from simworld.metrics import object_recall_uint8, psnr_uint8, ssim_uint8
 from simworld.plots import filmstrip
-from simworld.probes.contacts import agent_contact, agent_gap, floor_contact, floor_spec
+from simworld.probes.contacts import agent_contact, agent_gap, floor_contact, floor_spec, floor_steps
 from simworld.world_model import WorldModel
 
 FILMSTRIP_STEPS = 24  # imagined steps drawn in the filmstrip
@@ -199,8 +199,7 @@ def floor_gate_scores(
     ends, others = [], []
     for eid in ids:
         ep = store.load(eid)
-        near = floor_contact(ep.frames, spec)
-        shown, term = near[:-1] | near[1:], ep.terminated.astype(bool)
+        shown, term = floor_steps(ep.frames, spec), ep.terminated.astype(bool)
         ends.append(shown[term])
         others.append(shown[~term])
     e, o = np.concatenate(ends), np.concatenate(others)

@@ -440,7 +440,7 @@ def _policy_outcome(
     contact_gap: float | None,
     floor_gap: float | None = None,
 ) -> dict[str, Any]:
-    from simworld.probes.contacts import agent_contact, floor_contact
+    from simworld.probes.contacts import agent_contact, floor_steps
     from simworld.probes.world import WorldSpec
 
     spec = None
@@ -461,8 +461,7 @@ def _policy_outcome(
         if contact_gap is not None:  # only the steps whose frames show a contact pay
             tr.rewards = tr.rewards * agent_contact(tr.frames[:-1], tr.frames[1:], spec, contact_gap)
         if floor_gap is not None:  # only the steps whose frames show an object at the floor end
-            near = floor_contact(tr.frames, spec, floor_gap)
-            tr.termination_prob = tr.termination_prob * (near[:-1] | near[1:])
+            tr.termination_prob = tr.termination_prob * floor_steps(tr.frames, spec, floor_gap)
         outs[i] = _outcome(tr)
     mean = outs.mean(axis=0)
     return {

@@ -255,6 +255,13 @@ def floor_contact(frames: np.ndarray, spec: WorldSpec, max_gap: float = 0.5) -> 
     return near.any(axis=1)
 
 
+def floor_steps(frames: np.ndarray, spec: WorldSpec, max_gap: float = 0.5) -> np.ndarray:
+    """May each step of an episode end at the floor? ``bool (T-1,)`` for frames ``(T, H, W, 3)``:
+    :func:`floor_contact` in the frame before or the one after, as ``DreamVectorEnv`` checks a step."""
+    near = floor_contact(frames, spec, max_gap)
+    return near[:-1] | near[1:]
+
+
 def floor_spec(world_id: str, world_params: dict) -> WorldSpec:
     """The spec of a world whose episodes can end at its floor (for :func:`floor_contact`).
 
