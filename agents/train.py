@@ -36,7 +36,7 @@ from simworld.world_model import REWARD_MODES
 from simworld.worlds import WorldConfig, make_world
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC}
-ENVS = ("dream", "real")
+ENVS = ("dream", "real", "oracle")
 AGENT_FILE, LAST_FILE, BEST_FILE = "agent.json", "last.zip", "best_model.zip"
 # policies shipped in the package: simworld/assets/policies/<name>/{policy.zip, agent.json}
 POLICY_ASSETS = Path(simworld.__file__).parent / "assets" / "policies"
@@ -58,8 +58,14 @@ class AgentConfig:
     Attributes:
         world: The ground-truth world (:class:`WorldConfig` fields): where the agent is evaluated,
             and where it trains when ``env="real"``.
-        env: ``"dream"`` (train in the world model) or ``"real"`` (train in the world itself).
-        checkpoint: World-model directory for the dream; None: the shipped model (Balls only).
+        env: ``"dream"`` (train in the world model), ``"real"`` (train in the world itself) or
+            ``"oracle"`` (the dream's protocol on the real world, a perfect world model:
+            ``envs.oracle``): episodes restart the real world from the true states of
+            ``checkpoint``'s start bank and are truncated at ``max_episode_steps``, so what an agent
+            cannot learn here no world model would teach it under the same horizon and starts.
+        checkpoint: World-model directory for the dream; None: the shipped model (Balls only). For
+            the oracle: a world-model directory (its start bank) or an episode store (a bank of
+            ``bank_size`` windows, a share ``bank_episode_starts`` at episode starts, drawn from it).
         agent: SB3 algorithm: ``ppo`` (default), ``a2c``, ``dqn`` (discrete actions), ``sac`` (continuous).
         timesteps: Agent steps to train (summed over ``num_envs``).
         num_envs: Parallel environments (the dream runs them as one batch).
@@ -77,6 +83,8 @@ class AgentConfig:
         termination_floor_gap: End a dream episode only where its frames show a falling object
             within this many world units of the floor (``envs.dream.DreamVectorEnv``: the tracker
             checks the termination head, for worlds that end at the floor, e.g. Balls). None: off.
+        bank_size: The oracle's bank size when ``checkpoint`` is an episode store (the loop's: 1024).
+        bank_episode_starts: The share of that bank's windows that begin an episode.
         eval_every: Agent steps between real-world evaluations (0: none).
         eval_episodes: Real episodes per evaluation.
         ckpt_every: Agent steps between checkpoints.
@@ -97,6 +105,8 @@ class AgentConfig:
     reward_mode: str = "expected"
     reward_contact_gap: float | None = None
     termination_floor_gap: float | None = None
+    bank_size: int = 1024
+    bank_episode_starts: float = 0.5
     eval_every: int = 10_000
     eval_episodes: int = 5
     ckpt_every: int = 10_000
@@ -194,6 +204,23 @@ def dream_venv(cfg: AgentConfig) -> VecEnv:
     return preprocess(VecMonitor(venv), cfg.frame_stack)
 
 
+def oracle_venv(cfg: AgentConfig) -> VecEnv:
+    """The oracle dream (``envs.oracle``) as an SB3 ``VecEnv``, with the dream's preprocessing."""
+    from agents.sb3 import SB3VecEnv
+    from envs.oracle import load_bank, oracle_vector_env
+    from simworld.dream import shipped_checkpoint
+
+    bank = load_bank(
+        cfg.checkpoint or shipped_checkpoint(),
+        size=cfg.bank_size,
+        episode_starts=cfg.bank_episode_starts,
+        seed=cfg.seed,
+    )
+    venv = SB3VecEnv(oracle_vector_env(cfg.world, bank, cfg.num_envs, cfg.max_episode_steps))
+    venv.seed(cfg.seed)
+    return preprocess(VecMonitor(venv), cfg.frame_stack)
+
+
 class AtomicCheckpoint(BaseCallback):
     """Saves ``<out>/last.zip`` every ``every`` agent steps (temp file + rename: never half-written)."""
 
@@ -259,11 +286,12 @@ def train_agent(cfg: AgentConfig | dict[str, Any]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / AGENT_FILE, json.dumps(asdict(cfg), indent=2))
 
-    venv = (
-        dream_venv(cfg)
-        if cfg.env == "dream"
-        else real_venv(cfg.world, cfg.num_envs, cfg.seed, cfg.frame_stack)
-    )
+    if cfg.env == "dream":
+        venv = dream_venv(cfg)
+    elif cfg.env == "oracle":
+        venv = oracle_venv(cfg)
+    else:
+        venv = real_venv(cfg.world, cfg.num_envs, cfg.seed, cfg.frame_stack)
     algo = ALGOS[cfg.agent]
     if cfg.resume and last.exists():
         model = algo.load(last, env=venv, device=cfg.device)

@@ -152,6 +152,14 @@ def test_real_world_baseline_trains_on_the_world_itself(tmp_path):
     )
 
 
+def test_the_oracle_trains_under_the_dreams_horizon_on_the_real_world(checkpoint, tmp_path):
+    result = train_agent(agent_cfg(tmp_path, env="oracle", checkpoint=str(checkpoint), max_episode_steps=5))
+    assert result["env"] == "oracle" and result["timesteps"] == 32
+    # its training episodes are the dream's: started from the bank, cut at the horizon, real rewards
+    assert 1 <= result["train"]["mean_length"] <= 5
+    assert json.loads((tmp_path / "agent" / "agent.json").read_text())["env"] == "oracle"
+
+
 def test_exported_policy_is_smaller_acts_the_same_and_runs_as_shipped(tmp_path, monkeypatch):
     import agents.train as train
     from simworld.rollout import resolve_policy
