@@ -345,6 +345,33 @@ def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):
         BenchConfig(**{**cfg, "arms": ["dreamy"]})
 
 
+def test_benchmark_oracle_arm_trains_the_loops_protocol_on_the_real_world(tmp_path):
+    from agents.benchmark import BenchConfig, run_benchmark
+
+    cfg = BenchConfig(
+        world=WORLD,
+        seeds=[0],
+        arms=["oracle"],
+        real_frames=40,
+        iterations=2,
+        **{**TINY_LOOP, "model": {"bank_size": 6, "bank_episode_starts": 0.5}},
+        eval_points=2,
+        eval_episodes=1,
+        score_episodes=2,
+        out=str(tmp_path / "bench"),
+        progress=False,
+        num_threads=1,
+    )
+    run = run_benchmark(cfg)["arms"]["oracle"]["runs"][0]
+    path = tmp_path / "bench" / "balls" / "oracle_40" / "seed0"
+    meta = json.loads((path / "agent.json").read_text())
+    # a bank from the budget's random frames, the loop's agent steps, horizon and bank settings
+    assert run["real_frames"] >= 40 and run["agent_steps"] == 64 and "score" in run
+    assert meta["env"] == "oracle" and meta["max_episode_steps"] == 10 and meta["bank_size"] == 6
+    assert json.loads((path / "result.json").read_text())["train"]["mean_length"] <= 10
+    assert "oracle dream" in (tmp_path / "bench" / "balls" / "table.md").read_text()
+
+
 def test_the_loop_builds_the_world_model_simworld_train_builds():
     """Without ``model.dynamics`` / ``model.diffusion`` the loop's model and recipe are the `simworld
     train` defaults (configs/dynamics/S.yaml, configs/train.yaml)."""
