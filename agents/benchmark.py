@@ -5,11 +5,11 @@ Three arms per world, each run once per seed (every run resumes, finished runs a
 - ``dream``: the world-model loop (:mod:`agents.loop`) spending ``real_frames`` real frames;
 - ``real``: the same SB3 algorithm trained directly on the real world for ``real_frames`` steps;
 - ``real_large``: the same on ``large_frames`` steps, the reference ceiling;
-- ``oracle`` (diagnostic, not run by default): the loop's imagination protocol with a perfect world
-  model (``envs.oracle``): a start bank drawn from ``real_frames`` frames of random play, dream
-  episodes that restart the real world from the bank's true states and end at ``max_episode_steps``,
-  and as many agent steps as the loop's agent gets. It bounds what any world model can teach under
-  that protocol: the dream arm's gap to it is the model's error, its gap to the ceiling the protocol's.
+- ``oracle`` (diagnostic, not run by default): the same loop with a perfect world model
+  (``LoopConfig.oracle``): the same collection and budget, the same agent steps, but every dream
+  episode restarts the real world from a true state of the store and ends at ``max_episode_steps``.
+  It bounds what any world model can teach under the loop's protocol: the dream arm's gap to it is
+  the model's error, its gap to the ceiling the protocol's.
 
 Every finished run's final policy is then scored on the same ``score_episodes`` real episodes
 (seed 0), the number the arms are ranked on: ten episodes of a run's own evaluation are too few to
@@ -38,6 +38,7 @@ from simworld.checkpoint import atomic_write_text
 from simworld.worlds import WorldConfig
 
 ARMS = ("dream", "real", "real_large", "oracle")
+LOOP_ARMS = ("dream", "oracle")  # run by the world-model loop (the oracle with the real world as its model)
 SCORE_FILE, SCORE_SEED = "score.json", 0
 
 
@@ -92,7 +93,7 @@ def budget_name(frames: int) -> str:
 
 
 def budget(cfg: BenchConfig, arm: str) -> int:
-    """Real frames an arm may spend (the oracle's: those of its start bank's store)."""
+    """Real frames an arm may spend."""
     return cfg.large_frames if arm == "real_large" else cfg.real_frames
 
 
@@ -106,7 +107,7 @@ def policy_path(cfg: BenchConfig, arm: str, seed: int) -> Path:
     from agents.train import LAST_FILE
 
     path = run_dir(cfg, arm, seed)
-    return path / "agent" / LAST_FILE if arm == "dream" else path / LAST_FILE
+    return path / "agent" / LAST_FILE if arm in LOOP_ARMS else path / LAST_FILE
 
 
 def _digest(path: Path) -> str:
@@ -148,7 +149,7 @@ def score_run(cfg: BenchConfig, arm: str, seed: int) -> dict[str, Any]:
 
 
 def _finished(arm: str, path: Path, cfg: BenchConfig) -> bool:
-    if arm == "dream":
+    if arm in LOOP_ARMS:
         return _loop_done(_history(path), cfg)
     return (path / "result.json").exists()
 
@@ -193,7 +194,7 @@ def _train_one(cfg: BenchConfig, arm: str, seed: int) -> None:
         "num_threads": cfg.num_threads,
         "progress": cfg.progress,
     }
-    if arm == "dream":
+    if arm in LOOP_ARMS:
         run_loop(
             LoopConfig(
                 **common,
@@ -209,29 +210,8 @@ def _train_one(cfg: BenchConfig, arm: str, seed: int) -> None:
                 reward_contact_gap=cfg.reward_contact_gap,
                 termination_floor_gap=cfg.termination_floor_gap,
                 readout=cfg.readout,
+                oracle=arm == "oracle",
                 resume=(path / LOOP_FILE).exists(),
-            )
-        )
-    elif arm == "oracle":
-        from agents.loop import collect_with_policy, final_timesteps
-        from simworld.data.collect import store_meta_for_world
-        from simworld.data.store import EpisodeStore
-
-        store = EpisodeStore.create(path / "store", store_meta_for_world(WorldConfig(**cfg.world)))
-        collect_with_policy(cfg.world, store, cfg.real_frames, None, cfg.frame_stack, seed, cfg.progress)
-        steps = final_timesteps(cfg)
-        train_agent(
-            AgentConfig(
-                **common,
-                env="oracle",
-                checkpoint=str(path / "store"),
-                bank_size=int(cfg.model.get("bank_size", 1024)),  # the loop's bank, as its model draws it
-                bank_episode_starts=float(cfg.model.get("bank_episode_starts", 0.0)),
-                timesteps=steps,
-                max_episode_steps=cfg.max_episode_steps,
-                eval_every=max(steps // cfg.eval_points, 1),
-                ckpt_every=max(steps // cfg.eval_points, 1),
-                resume=(path / LAST_FILE).exists(),
             )
         )
     else:
@@ -268,7 +248,7 @@ def summarise(cfg: BenchConfig) -> dict[str, Any]:
         runs = []
         for seed in cfg.seeds:
             path = run_dir(cfg, arm, seed)
-            if arm == "dream":
+            if arm in LOOP_ARMS:
                 # an unfinished loop counts with its last finished iteration (its real frames say so)
                 hist = _history(path)
                 if not hist:
@@ -289,12 +269,6 @@ def summarise(cfg: BenchConfig) -> dict[str, Any]:
                 res = json.loads((path / "result.json").read_text())
                 ret, frames, extra, finished = res["mean_return"], res["timesteps"], {}, True
                 steps, curve = _eval_curve(path)
-                if arm == "oracle":  # its curve runs over agent steps; its real frames are its bank's
-                    from agents.loop import real_steps
-                    from simworld.data.store import EpisodeStore
-
-                    frames = real_steps(EpisodeStore(path / "store"))
-                    extra["agent_steps"] = res["timesteps"]
             wall = path / "wall.json"
             score = _current_score(cfg, arm, seed) if finished and cfg.score_episodes else None
             if score is not None:
@@ -339,7 +313,7 @@ def table(summary: dict[str, Any]) -> str:
         "dream": "dream-trained (loop)",
         "real": "real-trained",
         "real_large": "real-trained, large",
-        "oracle": "oracle dream (the loop's protocol, a perfect model)",
+        "oracle": "the loop with a perfect model (oracle)",
     }
     n = summary["config"].get("score_episodes", 0)
     lines = [
@@ -386,8 +360,7 @@ def plot_curves(path: Path, summary: dict[str, Any]) -> Path:
         n = min(len(c["real_frames"]) for c in curves)
         x = np.array(curves[0]["real_frames"][:n])
         y = np.array([c["real_return"][:n] for c in curves])
-        steps = " (x: agent steps)" if arm == "oracle" else ""
-        ax.plot(x, y.mean(0), marker="o", label=f"{arm}{steps} ({len(curves)} seeds)")
+        ax.plot(x, y.mean(0), marker="o", label=f"{arm} ({len(curves)} seeds)")
         ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.2)
     ax.set_xscale("log")
     ax.set_xlabel("real frames spent")

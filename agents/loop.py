@@ -71,6 +71,12 @@ class LoopConfig:
         readout: A ``simworld train-readout`` folder: each iteration also records how much the dream's
             *states* answer the actions (``dream_state_effect``, per state dimension; CartPole's pole
             can be deaf while the cart slides and fills the pixel ``dream_action_effect``).
+        oracle: Replace the world model by the real world (``envs.oracle``): no model is trained, and
+            the agent trains on the real world restarted from the true states of the store's windows
+            (``bank_size`` of them, ``model.bank_episode_starts`` at episode starts, redrawn every
+            iteration), truncated at ``max_episode_steps``. The loop's protocol with a perfect model:
+            what it cannot teach, no world model will under the same protocol. The dream checks of
+            each round (action effect, ``policy_outcome``) are skipped; there is no dream to check.
         out: Run directory: ``store/``, ``model/`` (training run), ``agent/``, ``loop.json``.
     """
 
@@ -94,6 +100,7 @@ class LoopConfig:
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_episodes: int = 5
     readout: str | None = None
+    oracle: bool = False
     out: str = "runs/loop"
     seed: int = 0
     device: str = "cpu"
@@ -259,7 +266,8 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             "seed": cfg.seed,
             "progress": cfg.progress,
         }
-        train_world_model(TrainConfig(**train))
+        if not cfg.oracle:
+            train_world_model(TrainConfig(**train))
         entry = {
             "iteration": it,
             "real_frames": int(real_steps(store)),
@@ -304,8 +312,10 @@ def _agent_round(
 
     agent = AgentConfig(
         world=cfg.world,
-        env="dream",
-        checkpoint=str(model_dir / "model"),
+        env="oracle" if cfg.oracle else "dream",
+        checkpoint=str(agent_dir.parent / "store" if cfg.oracle else model_dir / "model"),
+        bank_size=int(cfg.model.get("bank_size", cfg.bank_size)),  # the oracle's bank, as the model's
+        bank_episode_starts=float(cfg.model.get("bank_episode_starts", 0.0)),
         agent=cfg.agent,
         timesteps=final_timesteps(cfg) if it == cfg.iterations - 1 else cfg.agent_steps * (it + 1),
         num_envs=cfg.num_envs,
@@ -328,6 +338,18 @@ def _agent_round(
     )
     result = train_agent(agent)
     real = evaluate_agent(agent_dir / LAST_FILE, cfg.world, cfg.eval_episodes, seed=cfg.seed + 50_000 + it)
+    scores = {
+        **entry,
+        "agent_steps": result["timesteps"],
+        "real_mean_return": real["mean_return"],
+        "real_std_return": real["std_return"],
+        "real_mean_length": real["mean_length"],
+        "real_reward_per_step": real["reward_per_step"],
+        # the dream's view of the same policy while it trained (horizon-truncated episodes)
+        **{f"dream_{k}": v for k, v in (result.get("train") or {}).items() if k != "episodes"},
+    }
+    if cfg.oracle:
+        return scores
     dream = WorldModel.from_pretrained(model_dir / "model", cfg.device)  # loaded once for both checks
     # does the dream answer the actions? (near 0: the agent cannot learn what its actions do)
     effect = action_effect(dream, starts=8, steps=10, seed=cfg.seed, readout=readout)
@@ -343,12 +365,7 @@ def _agent_round(
         termination_floor_gap=cfg.termination_floor_gap,
     )
     return {
-        **entry,
-        "agent_steps": result["timesteps"],
-        "real_mean_return": real["mean_return"],
-        "real_std_return": real["std_return"],
-        "real_mean_length": real["mean_length"],
-        "real_reward_per_step": real["reward_per_step"],
+        **scores,
         "dream_action_effect": effect["ratio"],
         **({"dream_state_effect": effect["state_ratio"]} if readout is not None else {}),
         # each of two opposite actions held from the same starts: does the dream end and pay
@@ -357,6 +374,4 @@ def _agent_round(
         "held_return": effect["held_return"],
         "policy_return": outcome["return"],  # {"dream", "real"} over the imagination horizon
         "policy_ended": outcome["ended"],
-        # the dream's view of the same policy while it trained (horizon-truncated episodes)
-        **{f"dream_{k}": v for k, v in (result.get("train") or {}).items() if k != "episodes"},
     }

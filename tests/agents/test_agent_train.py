@@ -8,6 +8,7 @@ import pytest
 
 from agents.loop import LoopConfig, real_steps, run_loop
 from agents.train import AgentConfig, evaluate_agent, train_agent
+from simworld.data.store import EpisodeStore
 from tests.test_cli import simworld
 
 WORLD = {"name": "balls", "id": "simworld/Balls-v0", "max_episode_steps": 12, "kwargs": {}}
@@ -364,12 +365,16 @@ def test_benchmark_oracle_arm_trains_the_loops_protocol_on_the_real_world(tmp_pa
     )
     run = run_benchmark(cfg)["arms"]["oracle"]["runs"][0]
     path = tmp_path / "bench" / "balls" / "oracle_40" / "seed0"
-    meta = json.loads((path / "agent.json").read_text())
-    # a bank from the budget's random frames, the loop's agent steps, horizon and bank settings
-    assert run["real_frames"] >= 40 and run["agent_steps"] == 64 and "score" in run
+    meta = json.loads((path / "agent" / "agent.json").read_text())
+    # the loop's collection and agent steps, no world model: the agent trains on the real world
+    # restarted from the store's windows, cut at the loop's horizon
+    assert run["finished"] and run["real_frames"] >= 40 and "score" in run
+    assert not (path / "model").exists() and real_steps(EpisodeStore(path / "store")) == run["real_frames"]
+    hist = json.loads((path / "loop.json").read_text())["history"]
+    assert [h["agent_steps"] for h in hist] == [32, 64] and "policy_return" not in hist[-1]
     assert meta["env"] == "oracle" and meta["max_episode_steps"] == 10 and meta["bank_size"] == 6
-    assert json.loads((path / "result.json").read_text())["train"]["mean_length"] <= 10
-    assert "oracle dream" in (tmp_path / "bench" / "balls" / "table.md").read_text()
+    assert meta["checkpoint"] == str(path / "store") and 1 <= hist[-1]["dream_mean_length"] <= 10
+    assert "the loop with a perfect model" in (tmp_path / "bench" / "balls" / "table.md").read_text()
 
 
 def test_the_loop_builds_the_world_model_simworld_train_builds():
