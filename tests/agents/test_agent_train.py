@@ -23,6 +23,25 @@ TINY_LOOP = dict(  # a world-model loop that runs in seconds
 )
 
 
+def tiny_bench(tmp_path, **kw):
+    """A benchmark over two seeds that runs in seconds (BenchConfig fields)."""
+    base = dict(
+        world=WORLD,
+        seeds=[0, 1],
+        real_frames=40,
+        large_frames=64,
+        iterations=1,
+        **TINY_LOOP,
+        eval_points=2,
+        eval_episodes=1,
+        score_episodes=2,
+        out=str(tmp_path / "bench"),
+        progress=False,
+        num_threads=1,
+    )
+    return {**base, **kw}
+
+
 def agent_cfg(tmp_path, **kw):
     base = dict(
         world=WORLD,
@@ -293,20 +312,7 @@ def test_loop_collection_mixes_random_actions_into_the_policys(tmp_path, monkeyp
 def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):
     from agents.benchmark import BenchConfig, run_benchmark
 
-    cfg = dict(
-        world=WORLD,
-        seeds=[0, 1],
-        real_frames=40,
-        large_frames=64,
-        iterations=1,
-        **TINY_LOOP,
-        eval_points=2,
-        eval_episodes=1,
-        score_episodes=2,
-        out=str(tmp_path / "bench"),
-        progress=False,
-        num_threads=1,
-    )
+    cfg = tiny_bench(tmp_path)
     summary = run_benchmark(BenchConfig(**cfg))
     root = tmp_path / "bench" / "balls"
     assert set(summary["arms"]) == {"dream", "real", "real_large"}
@@ -349,20 +355,8 @@ def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):
 def test_benchmark_oracle_arm_trains_the_loops_protocol_on_the_real_world(tmp_path):
     from agents.benchmark import BenchConfig, run_benchmark
 
-    cfg = BenchConfig(
-        world=WORLD,
-        seeds=[0],
-        arms=["oracle"],
-        real_frames=40,
-        iterations=2,
-        **{**TINY_LOOP, "model": {"bank_size": 6, "bank_episode_starts": 0.5}},
-        eval_points=2,
-        eval_episodes=1,
-        score_episodes=2,
-        out=str(tmp_path / "bench"),
-        progress=False,
-        num_threads=1,
-    )
+    model = {**TINY_LOOP["model"], "bank_size": 6, "bank_episode_starts": 0.5}
+    cfg = BenchConfig(**tiny_bench(tmp_path, seeds=[0], arms=["oracle"], iterations=2, model=model))
     run = run_benchmark(cfg)["arms"]["oracle"]["runs"][0]
     path = tmp_path / "bench" / "balls" / "oracle_40" / "seed0"
     meta = json.loads((path / "agent" / "agent.json").read_text())
