@@ -352,7 +352,11 @@ def plot_curves(path: Path, summary: dict[str, Any]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.4), dpi=110)
+    dream_runs = summary["arms"].get("dream", {}).get("runs", [])
+    has_policy = any((r.get("policy_curve") or {}).get("real_frames") for r in dream_runs)
+    # the right panel only where a dream was checked against the world (not for the oracle alone)
+    fig, axes = plt.subplots(1, 2 if has_policy else 1, figsize=(10 if has_policy else 5.5, 3.4), dpi=110)
+    ax, bx = (axes[0], axes[1]) if has_policy else (axes, None)
     for arm, a in summary["arms"].items():
         curves = [r["curve"] for r in a["runs"] if r["curve"]["real_frames"]]
         if not curves:
@@ -366,17 +370,18 @@ def plot_curves(path: Path, summary: dict[str, Any]) -> Path:
     ax.set_xlabel("real frames spent")
     ax.set_ylabel("real-world return")
     ax.legend(fontsize=8)
-    for i, r in enumerate(summary["arms"].get("dream", {}).get("runs", [])):
+    for i, r in enumerate(dream_runs if has_policy else []):
         c = r.get("policy_curve") or {"real_frames": []}
         if c["real_frames"]:
             for key, color, style in (("dream", "tab:orange", "--"), ("real", "tab:blue", "-")):
                 label = f"{key} (same policy, same starts)" if i == 0 else None
                 bx.plot(c["real_frames"], c[key], style, marker="o", color=color, label=label)
-    bx.set_xlabel("real frames spent (loop iteration)")
-    bx.set_ylabel(f"return over the {summary['config']['max_episode_steps']}-step horizon")
-    bx.set_title("dream-trained policy: the dream's return vs the world's", fontsize=9)
-    if bx.get_legend_handles_labels()[0]:
-        bx.legend(fontsize=7)
+    if has_policy:
+        bx.set_xlabel("real frames spent (loop iteration)")
+        bx.set_ylabel(f"return over the {summary['config']['max_episode_steps']}-step horizon")
+        bx.set_title("dream-trained policy: the dream's return vs the world's", fontsize=9)
+        if bx.get_legend_handles_labels()[0]:
+            bx.legend(fontsize=7)
     fig.suptitle(summary["world"], fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
