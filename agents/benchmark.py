@@ -37,7 +37,8 @@ import numpy as np
 from simworld.checkpoint import atomic_write_text
 from simworld.worlds import WorldConfig
 
-ARMS = ("dream", "real", "real_large", "oracle")
+DEFAULT_ARMS = ("dream", "real", "real_large")
+ARMS = (*DEFAULT_ARMS, "oracle")
 LOOP_ARMS = ("dream", "oracle")  # run by the world-model loop (the oracle with the real world as its model)
 SCORE_FILE, SCORE_SEED = "score.json", 0
 
@@ -48,7 +49,7 @@ class BenchConfig:
 
     world: dict[str, Any] = field(default_factory=lambda: asdict(WorldConfig()))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    arms: list[str] = field(default_factory=lambda: list(ARMS[:3]))
+    arms: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
     real_frames: int = 20_000
     large_frames: int = 100_000
     iterations: int = 4
@@ -370,7 +371,7 @@ def plot_curves(path: Path, summary: dict[str, Any]) -> Path:
     ax.set_xlabel("real frames spent")
     ax.set_ylabel("real-world return")
     ax.legend(fontsize=8)
-    for i, r in enumerate(dream_runs if has_policy else []):
+    for i, r in enumerate(dream_runs):
         c = r.get("policy_curve") or {"real_frames": []}
         if c["real_frames"]:
             for key, color, style in (("dream", "tab:orange", "--"), ("real", "tab:blue", "-")):

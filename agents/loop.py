@@ -313,7 +313,7 @@ def _agent_round(
     agent = AgentConfig(
         world=cfg.world,
         env="oracle" if cfg.oracle else "dream",
-        checkpoint=str(agent_dir.parent / "store" if cfg.oracle else model_dir / "model"),
+        checkpoint=str(Path(cfg.out) / "store" if cfg.oracle else model_dir / "model"),
         bank_size=int(cfg.model.get("bank_size", cfg.bank_size)),  # the oracle's bank, as the model's
         bank_episode_starts=float(cfg.model.get("bank_episode_starts", 0.0)),
         agent=cfg.agent,

@@ -17,12 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-BANK_STATE_PREFIX = "state/"
-
-
-def bank_states(bank: dict[str, np.ndarray]) -> list[str]:
-    """The state keys a start bank carries (``state/<key>`` arrays, one row per window)."""
-    return sorted(k[len(BANK_STATE_PREFIX) :] for k in bank if k.startswith(BANK_STATE_PREFIX))
+from simworld.train.world_model import bank_state
 
 
 def load_bank(
@@ -34,7 +29,6 @@ def load_bank(
 
     Raises:
         FileNotFoundError: ``path`` is neither a model directory with a bank nor an episode store.
-        ValueError: the bank holds no true states (the real world cannot be restarted from it).
     """
     from simworld.world_model import BANK_FILE
 
@@ -54,14 +48,10 @@ def load_bank(
             f"{path} is neither a world-model directory with a start bank ({BANK_FILE}) nor an episode "
             "store (meta.json)"
         )
-    if not bank_states(bank):
-        raise ValueError(
-            f"the start bank of {path} holds no true states: the real world cannot start from it"
-        )
     return bank
 
 
-class BankStart(gym.Wrapper):
+class BankStart(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Every ``reset`` restarts the world from the true state of a random start-bank window.
 
     The observation is the world's own frame at that state; ``info["context_frames"]`` ``(t0, H, W, 3)``
@@ -75,11 +65,11 @@ class BankStart(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, bank: dict[str, np.ndarray]) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, bank=bank)  # so env.spec can rebuild it
+        gym.Wrapper.__init__(self, env)
         if not hasattr(env.unwrapped, "set_state"):
             raise ValueError(f"{env.spec.id if env.spec else env}: the oracle needs a world with set_state")
-        self.keys = bank_states(bank)
-        if not self.keys:
+        if not bank_state(bank, 0):
             raise ValueError("the start bank holds no true states: the real world cannot start from it")
         frames = np.asarray(bank["frames"])
         if frames.shape[2:] != env.observation_space.shape:
@@ -91,10 +81,10 @@ class BankStart(gym.Wrapper):
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)  # restarts the world's own wrappers (time limit, order checks)
         i = int(self.np_random.integers(len(self.bank["frames"])))
-        obs = self.env.unwrapped.set_state({k: self.bank[BANK_STATE_PREFIX + k][i] for k in self.keys})
+        obs = self.env.unwrapped.set_state(bank_state(self.bank, i))
         info = {
             "state": self.env.unwrapped.get_state(),
-            "context_frames": self.bank["frames"][i],
+            "context_frames": self.bank["frames"][i].copy(),  # the caller may keep or change it
             "bank_index": i,
         }
         return obs, info

@@ -146,11 +146,13 @@ def _bank_start(
 ) -> dict[str, Any]:
     """A random start-bank window; ``needs_state`` names a caller that runs the real world beside
     the dream, and so needs the window's true state."""
+    from simworld.train.world_model import bank_state
+
     bank = getattr(model, "start_bank", None)
     if bank is None:
         raise ValueError("this checkpoint has no start-frame bank: pass start={'frames': ...}")
     i = int(rng.integers(len(bank["frames"])))
-    state = {k[6:]: bank[k][i] for k in bank if k.startswith("state/")}
+    state = bank_state(bank, i)
     if needs_state and not state:
         raise ValueError(f"{needs_state} needs a start bank with true states (to run the real world beside)")
     return {"frames": bank["frames"][i], "actions": bank["actions"][i], "state": state or None}

@@ -113,6 +113,14 @@ def _model_config(cfg: TrainConfig, store: EpisodeStore) -> WorldModelConfig:
     )
 
 
+BANK_STATE = "state/"  # a start bank's true-state arrays: state/<key>, one row per window
+
+
+def bank_state(bank: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    """The true state at the last frame of start-bank window ``i`` (empty: the bank has none)."""
+    return {k[len(BANK_STATE) :]: bank[k][i] for k in bank if k.startswith(BANK_STATE)}
+
+
 def start_bank(
     store: EpisodeStore, ids: list[int], size: int, frames: int, seed: int, episode_starts: float = 0.0
 ) -> dict[str, np.ndarray]:
@@ -141,7 +149,7 @@ def start_bank(
     # the true state at each window's last frame lets the real world start beside the dream
     keys = set.intersection(*(set(it["states"]) for it in items)) if items else set()
     for k in sorted(keys):
-        bank[f"state/{k}"] = np.stack([it["states"][k][-1] for it in items])
+        bank[f"{BANK_STATE}{k}"] = np.stack([it["states"][k][-1] for it in items])
     return bank
 
 
