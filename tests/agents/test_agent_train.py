@@ -372,15 +372,17 @@ def test_benchmark_oracle_arm_trains_the_loops_protocol_on_the_real_world(tmp_pa
 
 
 def test_the_loop_builds_the_world_model_simworld_train_builds():
-    """Without ``model.dynamics`` / ``model.diffusion`` the loop's model and recipe are the `simworld
-    train` defaults (configs/dynamics/S.yaml, configs/train.yaml)."""
+    """Without ``model.*`` overrides the loop's model, recipe and optimiser are the `simworld train`
+    defaults (configs/dynamics/S.yaml, configs/train.yaml)."""
     import yaml
 
-    from agents.loop import LOOP_DIFFUSION, LOOP_DYNAMICS
+    from agents.loop import LOOP_DIFFUSION, LOOP_DYNAMICS, LOOP_OPTIM
 
     configs = Path(__file__).parents[2] / "configs"
     assert yaml.safe_load((configs / "dynamics" / "S.yaml").read_text()) == LOOP_DYNAMICS
-    assert yaml.safe_load((configs / "train.yaml").read_text())["diffusion"] == LOOP_DIFFUSION
+    train = yaml.safe_load((configs / "train.yaml").read_text())
+    assert train["diffusion"] == LOOP_DIFFUSION
+    assert {k: train[k] for k in LOOP_OPTIM} == LOOP_OPTIM
 
 
 def test_benchmark_ranks_on_the_shared_scores_and_ignores_a_stale_one(tmp_path):
