@@ -212,14 +212,17 @@ def test_exported_policy_is_smaller_acts_the_same_and_runs_as_shipped(tmp_path, 
     assert meta["out"] == "agent" and meta["exported_from"] == str(src)
 
 
-def test_the_shipped_cartpole_policy_plays_cartpole():
+@pytest.mark.parametrize(
+    ("name", "world"), [("cartpole", "simworld/PixelCartPole-v1"), ("balls", "simworld/Balls-v0")]
+)
+def test_each_shipped_policy_plays_its_own_world(name, world):
     from agents.train import FramePolicy, shipped_policies
     from simworld.rollout import resolve_policy
 
-    assert "cartpole" in shipped_policies()
-    scores = evaluate_agent("shipped:cartpole", episodes=1, seed=0)  # its own world from agent.json
-    assert scores["world"] == "simworld/PixelCartPole-v1" and scores["episodes"] == 1
-    assert isinstance(resolve_policy("shipped:cartpole", None), FramePolicy)
+    assert name in shipped_policies()
+    scores = evaluate_agent(f"shipped:{name}", episodes=1, seed=0)  # its own world from agent.json
+    assert scores["world"] == world and scores["episodes"] == 1
+    assert isinstance(resolve_policy(f"shipped:{name}", None), FramePolicy)
 
 
 def test_bad_agent_configs_name_the_problem(checkpoint, tmp_path):
