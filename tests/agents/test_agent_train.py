@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.loop import LoopConfig, real_steps, run_loop
+from agents.loop import LOOP_OPTIM, LoopConfig, real_steps, run_loop
 from agents.train import AgentConfig, evaluate_agent, train_agent
 from simworld.data.store import EpisodeStore
 from tests.test_cli import simworld
@@ -269,6 +269,9 @@ def test_world_model_loop_end_to_end_and_resume(tmp_path):
     assert all(set(h["policy_return"]) == {"dream", "real"} for h in history)
     for path in ("loop.json", "store", "model/model/config.json", "agent/last.zip"):
         assert (tmp_path / "loop" / path).exists(), path
+    # the model trained with `simworld train`'s optimiser (lr 1e-3), not TrainConfig's default
+    trained = json.loads((tmp_path / "loop" / "model" / "train_config.json").read_text())
+    assert {k: trained[k] for k in LOOP_OPTIM} == LOOP_OPTIM
     with pytest.raises(FileExistsError, match="resume=true"):
         run_loop(LoopConfig(**cfg))
     resumed = {**cfg, "iterations": 3, "real_frames": 90, "resume": True, "final_agent_steps": 32}
@@ -379,7 +382,7 @@ def test_the_loop_builds_the_world_model_simworld_train_builds():
     defaults (configs/dynamics/S.yaml, configs/train.yaml)."""
     import yaml
 
-    from agents.loop import LOOP_DIFFUSION, LOOP_DYNAMICS, LOOP_OPTIM
+    from agents.loop import LOOP_DIFFUSION, LOOP_DYNAMICS
 
     configs = Path(__file__).parents[2] / "configs"
     assert yaml.safe_load((configs / "dynamics" / "S.yaml").read_text()) == LOOP_DYNAMICS
