@@ -394,3 +394,15 @@ def test_eval_model_writes_its_scores_and_a_real_vs_imagined_filmstrip(store, tm
     image = matplotlib.image.imread(tmp_path / "eval" / "filmstrip.png")
     # 2 rollouts x (real row + imagined row) of 64 px + a 2 px line between, steps 3 and 6, drawn 2x
     assert image.shape[:2] == ((2 * 2 * 64 + 2) * 2, 2 * 64 * 2)
+
+
+def test_python_api_trains_with_the_cli_optimiser():
+    """TrainConfig() and `simworld train` (configs/train.yaml) use the same optimiser: a script that
+    builds TrainConfig itself must not train at another learning rate (the loop did, sessions 4-19)."""
+    from pathlib import Path
+
+    import yaml
+
+    train = yaml.safe_load((Path(__file__).parents[1] / "configs" / "train.yaml").read_text())
+    keys = ("lr", "warmup", "weight_decay", "grad_clip", "ema_decay")
+    assert {k: getattr(TrainConfig(), k) for k in keys} == {k: train[k] for k in keys}

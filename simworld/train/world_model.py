@@ -45,7 +45,7 @@ class TrainConfig:
     batch_size: int = 16
     accumulate: int = 1  # gradient accumulation steps per optimizer step
     steps: int = 2000
-    lr: float = 3e-4
+    lr: float = 1e-3  # as configs/train.yaml (simworld train) and the loop
     warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
