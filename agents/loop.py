@@ -31,6 +31,7 @@ from agents.train import (
 from simworld.checkpoint import atomic_write_text
 from simworld.data.collect import _Recorder, sample_action, store_meta_for_world
 from simworld.data.store import EpisodeStore, action_stats
+from simworld.train.world_model import TrainConfig
 from simworld.worlds import WorldConfig, make_world
 
 LOOP_FILE = "loop.json"
@@ -195,10 +196,10 @@ LOOP_DIFFUSION = {
     "sigma_max": 80.0,
     "sigma_max_fraction": 0.5,
 }
-# the `simworld train` optimiser (configs/train.yaml). Until session 20 the loop took TrainConfig's
-# lr 3e-4; at one round's 400 steps 1e-3 predicts Balls better on every open-loop measure
-# (docs/results.md, session 20)
-LOOP_OPTIM = {"lr": 1.0e-3, "warmup": 100, "weight_decay": 0.01, "grad_clip": 1.0, "ema_decay": 0.999}
+# the loop's optimiser is TrainConfig's, which is `simworld train`'s (configs/train.yaml; tests check
+# both). Until session 20 TrainConfig's lr was 3e-4 against train.yaml's 1e-3; at one round's 400
+# steps 1e-3 predicts Balls better on every open-loop measure (docs/results.md, session 20)
+LOOP_OPTIM = {k: getattr(TrainConfig, k) for k in ("lr", "warmup", "weight_decay", "grad_clip", "ema_decay")}
 
 
 def real_steps(store: EpisodeStore) -> int:
@@ -215,7 +216,7 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
 
     A finished loop resumed with more ``final_agent_steps`` trains its agent on in the last round.
     """
-    from simworld.train.world_model import TrainConfig, train_world_model
+    from simworld.train.world_model import train_world_model
 
     if isinstance(cfg, dict):
         cfg = LoopConfig(**cfg)
@@ -256,7 +257,6 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             "reward_fraction": 0.1,  # sparse rewards: without it a short run predicts their mean everywhere
             "diffusion": dict(LOOP_DIFFUSION),
             "bank_size": cfg.bank_size,
-            **LOOP_OPTIM,
         }
         for key, value in cfg.model.items():  # nested overrides merge: model.diffusion.motion_weight alone
             base = train.get(key)
