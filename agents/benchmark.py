@@ -62,6 +62,9 @@ class BenchConfig:
     reward_mode: str = "expected"  # how the loop's dream pays (see AgentConfig.reward_mode)
     reward_contact_gap: float | None = None  # the loop's dream pays only shown contacts (see AgentConfig)
     termination_floor_gap: float | None = None  # the loop's dream ends only at shown floor hits (AgentConfig)
+    termination_bounds: dict[int, float] | None = (
+        None  # the loop's dream ends where `readout` reads past these
+    )
     agent: str = "ppo"
     num_envs: int = 8
     frame_stack: int = 4
@@ -210,6 +213,7 @@ def _train_one(cfg: BenchConfig, arm: str, seed: int) -> None:
                 reward_mode=cfg.reward_mode,
                 reward_contact_gap=cfg.reward_contact_gap,
                 termination_floor_gap=cfg.termination_floor_gap,
+                termination_bounds=cfg.termination_bounds,
                 readout=cfg.readout,
                 oracle=arm == "oracle",
                 resume=(path / LOOP_FILE).exists(),

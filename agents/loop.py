@@ -72,6 +72,9 @@ class LoopConfig:
         readout: A ``simworld train-readout`` folder: each iteration also records how much the dream's
             *states* answer the actions (``dream_state_effect``, per state dimension; CartPole's pole
             can be deaf while the cart slides and fills the pixel ``dream_action_effect``).
+        termination_bounds: ``{state index: bound}``: the dream ends a step whose frames ``readout``
+            reads past a bound (``AgentConfig.termination_bounds``, with ``readout`` as the
+            ``termination_readout``); the round's dream-vs-world check ends them the same way.
         oracle: Replace the world model by the real world (``envs.oracle``): no model is trained, and
             the agent trains on the real world restarted from the true states of the store's windows
             (``bank_size`` of them, ``model.bank_episode_starts`` at episode starts, redrawn every
@@ -101,6 +104,7 @@ class LoopConfig:
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_episodes: int = 5
     readout: str | None = None
+    termination_bounds: dict[int, float] | None = None
     oracle: bool = False
     out: str = "runs/loop"
     seed: int = 0
@@ -117,6 +121,10 @@ class LoopConfig:
         if not 0.0 <= self.collect_random <= 1.0:
             raise ValueError(f"collect_random must be a share in [0, 1], got {self.collect_random}")
         check_dream_rewards(self.reward_mode, self.reward_contact_gap, self.termination_floor_gap)
+        if self.termination_bounds is not None and not self.readout:
+            raise ValueError(
+                "termination_bounds needs a readout (a `simworld train-readout` folder) to read them"
+            )
 
 
 def collect_with_policy(
@@ -330,6 +338,8 @@ def _agent_round(
         reward_mode=cfg.reward_mode,
         reward_contact_gap=cfg.reward_contact_gap,
         termination_floor_gap=cfg.termination_floor_gap,
+        termination_readout=cfg.readout if cfg.termination_bounds is not None else None,
+        termination_bounds=cfg.termination_bounds,
         eval_every=0,
         eval_episodes=cfg.eval_episodes,
         ckpt_every=max(cfg.agent_steps // 4, 1),
@@ -368,6 +378,8 @@ def _agent_round(
         reward_mode=cfg.reward_mode,  # the rewards the agent trained on
         reward_contact_gap=cfg.reward_contact_gap,
         termination_floor_gap=cfg.termination_floor_gap,
+        termination_readout=readout if cfg.termination_bounds is not None else None,
+        termination_bounds=cfg.termination_bounds,
     )
     return {
         **scores,

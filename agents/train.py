@@ -83,6 +83,10 @@ class AgentConfig:
         termination_floor_gap: End a dream episode only where its frames show a falling object
             within this many world units of the floor (``envs.dream.DreamVectorEnv``: the tracker
             checks the termination head, for worlds that end at the floor, e.g. Balls). None: off.
+        termination_readout: A ``simworld train-readout`` folder; with ``termination_bounds``
+            (``{state index: bound}``) a dream step whose frames read past a bound ends its episode
+            (``envs.dream.DreamVectorEnv``: the readout checks a head that under-fires; CartPole's
+            pole angle is index 2, the world ends past 0.2095 rad). None: off.
         bank_size: The oracle's bank size when ``checkpoint`` is an episode store (the loop's: 1024).
         bank_episode_starts: The share of that bank's windows that begin an episode.
         eval_every: Agent steps between real-world evaluations (0: none).
@@ -105,6 +109,8 @@ class AgentConfig:
     reward_mode: str = "expected"
     reward_contact_gap: float | None = None
     termination_floor_gap: float | None = None
+    termination_readout: str | None = None
+    termination_bounds: dict[int, float] | None = None
     bank_size: int = 1024
     bank_episode_starts: float = 0.5
     eval_every: int = 10_000
@@ -180,6 +186,8 @@ def dream_venv(cfg: AgentConfig) -> VecEnv:
         termination_threshold=cfg.termination_threshold,
         reward_mode=cfg.reward_mode,
         termination_floor_gap=cfg.termination_floor_gap,
+        termination_readout=cfg.termination_readout,
+        termination_bounds=cfg.termination_bounds,
         autoreset_mode=AutoresetMode.SAME_STEP,
         render_mode=None,
     )

@@ -13,6 +13,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from simworld.data.spaces import check_action_array, spec_to_space
+from simworld.probes.readout import out_of_bounds, readout_bounds
 from simworld.train.common import autocast
 from simworld.world_model import WorldModel
 
@@ -84,6 +85,15 @@ class DreamVectorEnv(VectorEnv):
             termination probability is 0; ``info["termination_prob_ungated"]`` keeps the head's.
             On held-out real Balls episodes a gap of 0.5 keeps every termination and lets 2.8 % of
             the other steps end (``simworld eval-model``). None: off.
+        termination_readout: a ``simworld train-readout`` folder (or a loaded ``StateReadout``): with
+            ``termination_bounds``, the readout reads the state off the frame before and the new one,
+            and a step whose reading leaves the bounds ends the episode whatever the head says
+            (probability 1): a probe check on a head that under-fires. CartPole's loop models end
+            7 % of the steps whose frames show the pole past 12 degrees (docs/results.md, session 22).
+        termination_bounds: ``{state index: bound}``: a reading with ``|state[i]| > bound`` ends the
+            episode (CartPole: ``{2: 0.2095}``, the pole angle in radians). Smaller bounds than the
+            world's calibrate a dream whose pole falls too slowly. ``info["readout_out"]`` marks the
+            steps ended this way.
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -104,6 +114,8 @@ class DreamVectorEnv(VectorEnv):
         snap_rewards: bool = True,
         reward_mode: str = "expected",
         termination_floor_gap: float | None = None,
+        termination_readout: Any = None,
+        termination_bounds: dict[int, float] | None = None,
     ) -> None:
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
@@ -159,6 +171,7 @@ class DreamVectorEnv(VectorEnv):
                 )
             self.termination_floor_gap = float(termination_floor_gap)
         self._floor = np.zeros(self.num_envs, dtype=bool)  # the last frame shows an object at the floor
+        self._readout, self._bounds = readout_bounds(termination_readout, termination_bounds)
 
     def _at_floor(self, frames: np.ndarray) -> np.ndarray:
         from simworld.probes.contacts import floor_contact
@@ -267,6 +280,8 @@ class DreamVectorEnv(VectorEnv):
         a = self._check_actions(actions)
         autoreset = self._done.copy() if self.autoreset_mode == AutoresetMode.NEXT_STEP else None
         decode = self.obs_mode == "rgb" or self.render_mode == "rgb_array" or self._floor_spec is not None
+        decode = decode or self._readout is not None
+        prev = self._frames
         with autocast(self.model.device, self.precision):
             frames, latents, rewards, prob = self.model.step(
                 self._state, a, decode=decode, use_cache=self.kv_cache
@@ -281,6 +296,10 @@ class DreamVectorEnv(VectorEnv):
             near = self._at_floor(frames)
             prob = np.where(self._floor | near, prob, 0.0).astype(np.float32)
             self._floor = near
+        out = None
+        if self._readout is not None:  # a reading past the bounds ends the step, whatever the head says
+            out = out_of_bounds(self._readout, self._bounds, prev, frames)
+            prob = np.where(out, 1.0, prob).astype(np.float32)
         if self.termination_threshold is None:
             terminated = np.array([rng.random() < p for rng, p in zip(self._rngs, prob, strict=True)])
         else:
@@ -292,8 +311,10 @@ class DreamVectorEnv(VectorEnv):
         rewards = rewards.astype(np.float32)
         info = self._info(prob)
         info["reward_raw"] = rewards.copy()
-        if self._floor_spec is not None:
+        if self._floor_spec is not None or out is not None:
             info["termination_prob_ungated"] = raw_prob.astype(np.float32)
+        if out is not None:
+            info["readout_out"] = out
         if self.reward_values is not None:
             nearest = np.abs(rewards[:, None] - self.reward_values[None]).argmin(axis=1)
             rewards = self.reward_values[nearest]
@@ -340,6 +361,8 @@ class DreamEnv(gym.Env):
         snap_rewards: bool = True,
         reward_mode: str = "expected",
         termination_floor_gap: float | None = None,
+        termination_readout: Any = None,
+        termination_bounds: dict[int, float] | None = None,
     ) -> None:
         self.vec = DreamVectorEnv(
             1,
@@ -354,6 +377,8 @@ class DreamEnv(gym.Env):
             snap_rewards=snap_rewards,
             reward_mode=reward_mode,
             termination_floor_gap=termination_floor_gap,
+            termination_readout=termination_readout,
+            termination_bounds=termination_bounds,
         )
         self.model = self.vec.model
         self.observation_space = self.vec.single_observation_space

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from simworld.data.video import write_video
 from simworld.metrics import psnr_uint8
+from simworld.probes.readout import out_of_bounds, readout_bounds
 from simworld.world_model import WorldModel
 
 
@@ -406,6 +407,8 @@ def policy_outcome(
     reward_mode: str = "expected",
     reward_contact_gap: float | None = None,
     termination_floor_gap: float | None = None,
+    termination_readout: Any = None,
+    termination_bounds: dict[int, float] | None = None,
 ) -> dict[str, Any]:
     """A policy's return in the dream against the real world's, from the same starts, same actions.
 
@@ -421,14 +424,25 @@ def policy_outcome(
     dream pays (:attr:`WorldModel.reward_mode`; the one the policy trained with), and
     ``reward_contact_gap`` pays only the dream steps whose frames show a contact with the agent, as
     ``envs.probe_wrapper.ContactRewardVectorWrapper`` does; ``termination_floor_gap`` ends dream
-    episodes only at frames that show an object at the floor, as ``envs.dream.DreamVectorEnv`` does.
+    episodes only at frames that show an object at the floor, as ``envs.dream.DreamVectorEnv`` does,
+    and ``termination_readout`` with ``termination_bounds`` ends them where the readout of the frames
+    leaves the bounds, as there.
     """
     model = (
         checkpoint if isinstance(checkpoint, WorldModel) else WorldModel.from_pretrained(checkpoint, device)
     )
     before, model.reward_mode = model.reward_mode, reward_mode
     try:
-        return _policy_outcome(model, policy, starts, steps, seed, reward_contact_gap, termination_floor_gap)
+        return _policy_outcome(
+            model,
+            policy,
+            starts,
+            steps,
+            seed,
+            reward_contact_gap,
+            termination_floor_gap,
+            readout_bounds(termination_readout, termination_bounds),
+        )
     finally:
         model.reward_mode = before
 
@@ -441,6 +455,7 @@ def _policy_outcome(
     seed: int,
     contact_gap: float | None,
     floor_gap: float | None = None,
+    bounds: tuple[Any, dict[int, float] | None] = (None, None),
 ) -> dict[str, Any]:
     from simworld.probes.contacts import agent_contact, floor_steps
     from simworld.probes.world import WorldSpec
@@ -464,6 +479,9 @@ def _policy_outcome(
             tr.rewards = tr.rewards * agent_contact(tr.frames[:-1], tr.frames[1:], spec, contact_gap)
         if floor_gap is not None:  # only the steps whose frames show an object at the floor end
             tr.termination_prob = tr.termination_prob * floor_steps(tr.frames, spec, floor_gap)
+        if bounds[0] is not None:  # a step whose frames read past the bounds ends
+            out = out_of_bounds(bounds[0], bounds[1], tr.frames[:-1], tr.frames[1:])
+            tr.termination_prob = np.where(out, 1.0, tr.termination_prob)
         outs[i] = _outcome(tr)
     mean = outs.mean(axis=0)
     return {

@@ -129,6 +129,42 @@ def predict(model: StateReadout, frames: np.ndarray, batch: int = 256) -> np.nda
     return np.concatenate(out)
 
 
+def readout_bounds(
+    readout: Any, bounds: dict[int, float] | None
+) -> tuple[StateReadout | None, dict[int, float] | None]:
+    """Check a termination readout and its bounds (both or neither); loads a readout folder."""
+    if (readout is None) != (bounds is None):
+        raise ValueError("termination_readout and termination_bounds go together: give both or neither")
+    if readout is None:
+        return None, None
+    model = readout if isinstance(readout, StateReadout) else load_readout(readout)[0]
+    if model.context > 2:
+        raise ValueError(f"a termination readout reads 1 or 2 frames, this one reads {model.context}")
+    if not bounds:
+        raise ValueError("termination_bounds is empty: give {state index: bound}")
+    out = {}
+    for k, v in bounds.items():
+        i, b = int(k), float(v)
+        if not 0 <= i < model.dim:
+            raise ValueError(
+                f"termination_bounds index {i} is not a state dimension (the readout has {model.dim})"
+            )
+        if not b > 0:
+            raise ValueError(f"termination_bounds[{i}] must be > 0, got {v}")
+        out[i] = b
+    return model, out
+
+
+@torch.no_grad()
+def out_of_bounds(
+    model: StateReadout, bounds: dict[int, float], prev: np.ndarray, new: np.ndarray
+) -> np.ndarray:
+    """``(n,)`` bool: the state read off frames ``prev -> new`` (each ``(n, H, W, 3)``) leaves ``bounds``."""
+    x = np.stack([prev, new], axis=1)[:, 2 - model.context :]
+    s = model.eval()(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+    return np.any([np.abs(s[:, i]) > b for i, b in bounds.items()], axis=0)
+
+
 def evaluate(model: StateReadout, episodes: list[dict[str, Any]], key: str = "obs") -> dict[str, Any]:
     """The readout's error on real episodes: RMSE per state dimension and overall (world units)."""
     x, y = _dataset(episodes, key, model.context)

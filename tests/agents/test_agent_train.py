@@ -313,6 +313,8 @@ def test_loop_collection_mixes_random_actions_into_the_policys(tmp_path, monkeyp
     assert 0.15 < shares[0.5] < 0.55  # half the steps random, two thirds of those not the policy's 2
     with pytest.raises(ValueError, match="collect_random"):
         LoopConfig(world=WORLD, collect_random=1.5)
+    with pytest.raises(ValueError, match="termination_bounds needs a readout"):
+        LoopConfig(world=WORLD, termination_bounds={2: 0.2})
 
 
 def test_benchmark_runs_every_arm_and_seed_then_tables_them(tmp_path):

@@ -238,3 +238,62 @@ def test_floor_check_ends_a_dream_only_at_a_frame_with_a_ball_at_the_floor(check
     assert unchecked.step(np.array([0, 2]))[2].all()
     with pytest.raises(ValueError, match="termination_floor_gap"):
         DreamVectorEnv(1, checkpoint, termination_floor_gap=-1.0)
+
+
+def _constant_readout(tmp_path, pole):
+    """A readout that reads every frame as the state (0, 0, ``pole``, 0), saved like a trained one."""
+    import torch
+
+    from simworld.probes.readout import ReadoutConfig, StateReadout, save_readout
+
+    readout = StateReadout(4)
+    with torch.no_grad():
+        readout.std.zero_()
+        readout.mean.copy_(torch.tensor([0.0, 0.0, pole, 0.0]))
+    return save_readout(readout, ReadoutConfig(), tmp_path / f"readout_{pole}", (64, 64), {})
+
+
+def test_readout_check_ends_a_dream_step_whose_frames_read_past_the_bounds(checkpoint, tmp_path):
+    """A head that never fires: the dream still ends where the readout reads the pole past its bound."""
+    fallen, upright = _constant_readout(tmp_path, 0.3), _constant_readout(tmp_path, 0.05)
+    for mode in ["NextStep", "SameStep"]:
+        dream = DreamVectorEnv(
+            2, checkpoint, autoreset_mode=mode, termination_readout=fallen, termination_bounds={2: 0.2095}
+        )
+        dream.model.step = _never_ending(dream.model.step)
+        dream.reset(seed=0)
+        _, _, term, trunc, info = dream.step(np.array([0, 2]))
+        assert term.all() and not trunc.any(), mode
+        assert info["readout_out"].all() and info["termination_prob_ungated"].tolist() == [0.0, 0.0]
+        dream = DreamVectorEnv(
+            2, checkpoint, autoreset_mode=mode, termination_readout=upright, termination_bounds={2: 0.2095}
+        )
+        dream.model.step = _never_ending(dream.model.step)
+        dream.reset(seed=0)
+        _, _, term, _, info = dream.step(np.array([0, 2]))
+        assert not term.any() and not info["readout_out"].any(), mode
+    for bad, match in [({}, "empty"), ({7: 0.2}, "not a state dimension"), ({2: 0.0}, "> 0")]:
+        with pytest.raises(ValueError, match=match):
+            DreamVectorEnv(1, checkpoint, termination_readout=fallen, termination_bounds=bad)
+    with pytest.raises(ValueError, match="go together"):
+        DreamVectorEnv(1, checkpoint, termination_readout=fallen)
+
+
+def test_policy_outcome_ends_the_dream_where_the_readout_reads_past_the_bounds(checkpoint, tmp_path):
+    from simworld.rollout import policy_outcome
+    from simworld.world_model import WorldModel
+
+    model = WorldModel.from_pretrained(checkpoint)
+    model.step = _never_ending(model.step)
+    kw = dict(starts=2, steps=4, termination_bounds={2: 0.2095})
+    fallen = policy_outcome(model, "random", termination_readout=_constant_readout(tmp_path, 0.3), **kw)
+    upright = policy_outcome(model, "random", termination_readout=_constant_readout(tmp_path, 0.05), **kw)
+    assert fallen["ended"]["dream"] == 1.0 and upright["ended"]["dream"] == 0.0
+
+
+def _never_ending(step):
+    def never(*args, **kwargs):
+        frames, latents, rewards, prob = step(*args, **kwargs)
+        return frames, latents, rewards, np.zeros_like(prob)
+
+    return never
