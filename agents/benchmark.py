@@ -62,9 +62,7 @@ class BenchConfig:
     reward_mode: str = "expected"  # how the loop's dream pays (see AgentConfig.reward_mode)
     reward_contact_gap: float | None = None  # the loop's dream pays only shown contacts (see AgentConfig)
     termination_floor_gap: float | None = None  # the loop's dream ends only at shown floor hits (AgentConfig)
-    termination_bounds: dict[int, float] | None = (
-        None  # the loop's dream ends where `readout` reads past these
-    )
+    termination_bounds: dict[int, float] | None = None  # the dream ends past these (LoopConfig)
     agent: str = "ppo"
     num_envs: int = 8
     frame_stack: int = 4

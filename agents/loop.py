@@ -31,10 +31,13 @@ from agents.train import (
 from simworld.checkpoint import atomic_write_text
 from simworld.data.collect import _Recorder, sample_action, store_meta_for_world
 from simworld.data.store import EpisodeStore, action_stats
+from simworld.probes.readout import load_readout
 from simworld.train.world_model import TrainConfig
 from simworld.worlds import WorldConfig, make_world
 
 LOOP_FILE = "loop.json"
+READOUT_FROM_STORE = "store"  # LoopConfig.readout: learn it from the first round's frames
+READOUT_DIR = "readout"
 
 
 @dataclass
@@ -72,6 +75,8 @@ class LoopConfig:
         readout: A ``simworld train-readout`` folder: each iteration also records how much the dream's
             *states* answer the actions (``dream_state_effect``, per state dimension; CartPole's pole
             can be deaf while the cart slides and fills the pixel ``dream_action_effect``).
+            ``"store"``: learn it from the first round's frames and their recorded states, after
+            they are collected (``<out>/readout``): no real frames beyond the loop's budget.
         termination_bounds: ``{state index: bound}``: the dream ends a step whose frames ``readout``
             reads past a bound (``AgentConfig.termination_bounds``, with ``readout`` as the
             ``termination_readout``); the round's dream-vs-world check ends them the same way.
@@ -219,6 +224,23 @@ def _state(info: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in info.get("state", {}).items() if not k.startswith("_")}
 
 
+def readout_path(cfg: LoopConfig) -> str | None:
+    """Where the loop's readout lives: the one given, or the one it learnt from its store."""
+    return str(Path(cfg.out) / READOUT_DIR) if cfg.readout == READOUT_FROM_STORE else cfg.readout
+
+
+def _store_readout(store: EpisodeStore, path: Path, seed: int, progress: bool) -> Any:
+    """A state readout learnt from the store's episodes (their recorded states): no new real frames."""
+    from simworld.probes.readout import ReadoutConfig, save_readout, store_episodes, train_readout
+
+    episodes = store_episodes(store)
+    model, report = train_readout(episodes, ReadoutConfig(epochs=40, seed=seed))
+    save_readout(model, ReadoutConfig(epochs=40, seed=seed), path, store.meta.frame_size, report["floor"])
+    if progress:
+        print(f"readout from {len(episodes)} stored episodes: held-out RMSE {report['floor']['rmse']}")
+    return model
+
+
 def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) the loop; returns its history: real frames used and real return per iteration.
 
@@ -238,10 +260,10 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
     per_iteration = cfg.real_frames // cfg.iterations
     model_dir, agent_dir = out / "model", out / "agent"
     readout = None
-    if cfg.readout:
-        from simworld.probes.readout import load_readout
-
+    if cfg.readout and cfg.readout != READOUT_FROM_STORE:
         readout, _ = load_readout(cfg.readout)
+    elif cfg.readout and (out / READOUT_DIR).is_dir():  # resumed: learnt from the first round's frames
+        readout, _ = load_readout(out / READOUT_DIR)
     for it in range(len(state["history"]), cfg.iterations):
         policy = agent_dir / LAST_FILE if (agent_dir / LAST_FILE).exists() else None
         before = set(store.episode_ids)
@@ -256,6 +278,8 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             random_share=cfg.collect_random,
         )
         store.refresh()
+        if cfg.readout == READOUT_FROM_STORE and readout is None:
+            readout = _store_readout(store, out / READOUT_DIR, cfg.seed, cfg.progress)
         # how often this round's collection repeated its last action (near 1: the data hides the action)
         collected = action_stats(store, [e for e in store.episode_ids if e not in before])
         train = {
@@ -338,7 +362,7 @@ def _agent_round(
         reward_mode=cfg.reward_mode,
         reward_contact_gap=cfg.reward_contact_gap,
         termination_floor_gap=cfg.termination_floor_gap,
-        termination_readout=cfg.readout if cfg.termination_bounds is not None else None,
+        termination_readout=readout_path(cfg) if cfg.termination_bounds is not None else None,
         termination_bounds=cfg.termination_bounds,
         eval_every=0,
         eval_episodes=cfg.eval_episodes,

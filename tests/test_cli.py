@@ -207,3 +207,13 @@ def test_train_readout_writes_a_readout_with_its_floor(tmp_path):
     proc = simworld("train-readout", "world=balls", "readout.state_key=nope", f"out={out}2", "episodes=1", "steps=2",
                     check=False)  # fmt: skip
     assert proc.returncode != 0 and "nope" in proc.stderr
+    # from frames already collected (an episode store with its states): no new episodes
+    from simworld.data.collect import CollectConfig, collect
+    from simworld.worlds import WorldConfig
+
+    world = WorldConfig(name="cartpole", id="simworld/PixelCartPole-v1", kwargs={"frame_size": (64, 64)})
+    collect(CollectConfig(world=world, out=str(tmp_path / "store"), episodes=2, policy="random", workers=1,
+                          progress=False))  # fmt: skip
+    proc = simworld("train-readout", "world=cartpole", f"store={tmp_path / 'store'}", "readout.epochs=1",
+                    "readout.width=4", f"out={out}3", "progress=false")  # fmt: skip
+    assert load_readout(f"{out}3")[1]["floor"]["pairs"] < 2 * 60  # its 2 stored episodes, not 150 new ones

@@ -110,6 +110,21 @@ def collect(
     return out
 
 
+def store_episodes(store: Any, key: str = "obs") -> list[dict[str, Any]]:
+    """An episode store's episodes as :func:`collect` returns them (their recorded ``state/<key>``):
+    a readout learnt from frames already collected costs no new real frames."""
+    from simworld.data.store import EpisodeStore
+
+    store = store if isinstance(store, EpisodeStore) else EpisodeStore.open(store)
+    out = []
+    for eid in store.episode_ids:
+        if f"state/{key}" not in store._handle(eid).state_names:
+            raise ValueError(f"{store.root} episode {eid} records no state/{key} to learn a readout of")
+        states = store.read_array(eid, f"state/{key}")
+        out.append({"frames": store.read_array(eid, "frames"), "states": [{key: s} for s in states]})
+    return out
+
+
 def _dataset(episodes: list[dict[str, Any]], key: str, context: int) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for ep in episodes:
@@ -258,10 +273,13 @@ def run_train_readout(c: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(int(c["num_threads"]))
     world = c["world"]
     cfg = ReadoutConfig(**c.get("readout", {}), seed=int(c["seed"]))
-    episodes = collect(
-        world["id"], int(c["episodes"]), int(c["steps"]), seed=int(c["seed"]), **world.get("kwargs", {})
-    )
-    if not episodes[0]["states"] or cfg.state_key not in episodes[0]["states"][0]:
+    if c.get("store"):  # frames already collected (e.g. a loop's), with their recorded states
+        episodes = store_episodes(c["store"], cfg.state_key)
+    else:
+        episodes = collect(
+            world["id"], int(c["episodes"]), int(c["steps"]), seed=int(c["seed"]), **world.get("kwargs", {})
+        )
+    if not episodes or not episodes[0]["states"] or cfg.state_key not in episodes[0]["states"][0]:
         raise ValueError(f"{world['id']} reports no info['state'][{cfg.state_key!r}] to learn a readout of")
     model, report = train_readout(episodes, cfg, log=print if c.get("progress", True) else None)
     frame_size = tuple(episodes[0]["frames"].shape[1:3])

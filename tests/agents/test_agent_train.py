@@ -416,3 +416,31 @@ def test_benchmark_ranks_on_the_shared_scores_and_ignores_a_stale_one(tmp_path):
     summary = summarise(cfg)
     assert "score" not in summary["arms"]["dream"]["runs"][0] and "score" not in summary["arms"]["dream"]
     assert summary["ceiling_basis"] == "evaluation" and summary["dream_vs_ceiling"] == pytest.approx(40 / 200)
+
+
+@pytest.mark.slow
+def test_loop_learns_its_readout_from_its_own_frames_and_ends_dreams_with_it(tmp_path):
+    """readout=store: the readout comes from the first round's frames (no frames beyond the budget),
+    is kept on resume, and with termination_bounds it ends the dream's steps."""
+    cartpole = {"name": "cartpole", "id": "simworld/PixelCartPole-v1", "max_episode_steps": 12, "kwargs": {}}
+    cfg = dict(
+        world=cartpole,
+        real_frames=40,
+        iterations=1,
+        **TINY_LOOP,
+        readout="store",
+        termination_bounds={2: 0.2095},
+        eval_episodes=1,
+        out=str(tmp_path / "loop"),
+        progress=False,
+        num_threads=1,
+    )
+    state = run_loop(LoopConfig(**cfg))
+    readout = tmp_path / "loop" / "readout" / "readout.safetensors"
+    learnt = readout.read_bytes()
+    assert len(state["history"][0]["dream_state_effect"]) == 4  # CartPole's four state dimensions
+    agent = json.loads((tmp_path / "loop" / "agent" / "agent.json").read_text())
+    assert agent["termination_readout"] == str(tmp_path / "loop" / "readout")  # the dream ends with it
+    assert agent["termination_bounds"] == {"2": 0.2095}
+    state = run_loop(LoopConfig(**{**cfg, "iterations": 2, "real_frames": 80, "resume": True}))
+    assert len(state["history"]) == 2 and readout.read_bytes() == learnt  # kept, not relearnt

@@ -19,3 +19,30 @@ def test_cartpole_readout_trains_reports_its_floor_and_round_trips(tmp_path):
     )
     np.testing.assert_allclose(predict(back, episodes[0]["frames"]), states, atol=1e-5)
     assert meta["floor"]["rmse_mean"] == floor["rmse_mean"]
+
+
+def test_a_readout_learns_from_an_episode_store_with_its_recorded_states(tmp_path):
+    """A store's frames and states (e.g. a loop's) feed a readout as freshly collected ones do."""
+    import pytest
+
+    from simworld.data.collect import CollectConfig
+    from simworld.data.collect import collect as collect_store
+    from simworld.probes.readout import store_episodes
+    from simworld.worlds import WorldConfig
+
+    world = WorldConfig(name="cartpole", id="simworld/PixelCartPole-v1", kwargs={"frame_size": (32, 32)})
+    out = tmp_path / "store"
+    collect_store(
+        CollectConfig(world=world, out=str(out), episodes=3, policy="random", workers=1, progress=False)
+    )
+    episodes = store_episodes(out)
+    assert len(episodes) == 3
+    for ep in episodes:
+        assert len(ep["frames"]) == len(ep["states"]) and ep["states"][0]["obs"].shape == (4,)
+    fresh = collect("simworld/PixelCartPole-v1", episodes=1, steps=1, seed=0, frame_size=(32, 32))
+    np.testing.assert_array_equal(episodes[0]["frames"][0], fresh[0]["frames"][0])  # seed 0's first frame
+    np.testing.assert_allclose(episodes[0]["states"][0]["obs"], fresh[0]["states"][0]["obs"])
+    model, rep = train_readout(episodes, ReadoutConfig(epochs=2, width=4, batch=16))
+    assert model.dim == 4 and np.isfinite(rep["floor"]["rmse_mean"])
+    with pytest.raises(ValueError, match="no state/nope"):
+        store_episodes(out, "nope")
