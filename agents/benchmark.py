@@ -266,6 +266,8 @@ def summarise(cfg: BenchConfig) -> dict[str, Any]:
                     "real_frames": [h["real_frames"] for h in gap],
                     **{k: [h["policy_return"][k] for h in gap] for k in ("dream", "real")},
                 }
+                if all("real_closed" in h["policy_return"] for h in gap):  # recorded since session 22
+                    extra["policy_curve"]["real_closed"] = [h["policy_return"]["real_closed"] for h in gap]
             else:
                 if not (path / "result.json").exists():
                     continue
@@ -376,9 +378,15 @@ def plot_curves(path: Path, summary: dict[str, Any]) -> Path:
     for i, r in enumerate(dream_runs):
         c = r.get("policy_curve") or {"real_frames": []}
         if c["real_frames"]:
-            for key, color, style in (("dream", "tab:orange", "--"), ("real", "tab:blue", "-")):
-                label = f"{key} (same policy, same starts)" if i == 0 else None
-                bx.plot(c["real_frames"], c[key], style, marker="o", color=color, label=label)
+            lines = (
+                ("dream", "tab:orange", "--", "dream"),
+                ("real", "tab:blue", "-", "world, replaying the dream's actions"),
+                ("real_closed", "tab:green", "-", "world, acting on its frames"),
+            )
+            for key, color, style, name in lines:
+                if key in c:
+                    label = f"{name} (same starts)" if i == 0 else None
+                    bx.plot(c["real_frames"], c[key], style, marker="o", color=color, label=label)
     if has_policy:
         bx.set_xlabel("real frames spent (loop iteration)")
         bx.set_ylabel(f"return over the {summary['config']['max_episode_steps']}-step horizon")

@@ -252,8 +252,10 @@ def agent_eval(cfg: DictConfig) -> dict:
             f"from {gap['starts']} real starts, {gap['steps']} steps (dream rewards: {mode}"
             f"{'' if contact is None else f', contact check {contact}'}"
             f"{'' if floor is None else f', floor check {floor}'}): return in the dream "
-            f"{gap['return']['dream']:.2f}, in the world {gap['return']['real']:.2f} (overrating "
-            f"{gap['overrating']:+.2f}); episodes ended {gap['ended']['dream']:.2f} vs {gap['ended']['real']:.2f}"
+            f"{gap['return']['dream']:.2f}, in the world {gap['return']['real']:.2f} replaying its actions "
+            f"(overrating {gap['overrating']:+.2f}), {gap['return']['real_closed']:.2f} acting on the world's "
+            f"frames; episodes ended {gap['ended']['dream']:.2f} vs {gap['ended']['real']:.2f} replayed, "
+            f"{gap['ended']['real_closed']:.2f} acting"
         )
     if c.get("out"):
         from simworld.checkpoint import atomic_write_text

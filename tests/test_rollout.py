@@ -134,7 +134,8 @@ def test_policy_outcome_sets_the_dreams_return_beside_the_worlds(checkpoint, mon
     seen = []
     monkeypatch.setattr(model, "step", with_end(0.0))
     never = policy_outcome(model, lambda f: seen.append(f.copy()) or always_right(f), starts=3, steps=5)
-    assert len(seen) == 15 and not np.array_equal(seen[0], seen[1])  # the policy sees the dream's frames
+    # per start, the policy plays 5 steps in the dream, seeing its frames, then 5 in the real world
+    assert len(seen) == 30 and not np.array_equal(seen[0], seen[1])
     monkeypatch.setattr(model, "step", with_end(1.0))
     ends = policy_outcome(model, always_right, starts=3, steps=5)
     assert never["return"]["dream"] == 5.0 and never["ended"]["dream"] == 0.0  # paid every step
@@ -142,3 +143,10 @@ def test_policy_outcome_sets_the_dreams_return_beside_the_worlds(checkpoint, mon
     assert ends["return"]["real"] == never["return"]["real"]  # the same actions in the same world
     assert ends["overrating"] == ends["return"]["dream"] - ends["return"]["real"]
     assert len(ends["per_start_return"]["real"]) == 3
+    # closed loop: the policy acting on the real frames; a fixed action script acts as the replay does
+    assert ends["return"]["real_closed"] == ends["return"]["real"]
+    assert ends["ended"]["real_closed"] == ends["ended"]["real"]
+    from simworld.rollout import _bank_start
+
+    first = _bank_start(model, np.random.default_rng(0))  # policy_outcome's first start (seed 0)
+    np.testing.assert_array_equal(seen[5], first["frames"][-1])  # the real world set to its true state

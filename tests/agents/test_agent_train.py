@@ -266,7 +266,7 @@ def test_world_model_loop_end_to_end_and_resume(tmp_path):
     assert all(h["dream_action_effect"] >= 0 for h in history)  # dream vs real response to actions
     assert all(len(h["dream_state_effect"]) == 3 for h in history)  # ... and per state dimension, read
     # the trained policy's return over the horizon, dream vs world from the same starts
-    assert all(set(h["policy_return"]) == {"dream", "real"} for h in history)
+    assert all(set(h["policy_return"]) == {"dream", "real", "real_closed"} for h in history)
     for path in ("loop.json", "store", "model/model/config.json", "agent/last.zip"):
         assert (tmp_path / "loop" / path).exists(), path
     # the model trained with `simworld train`'s optimiser (lr 1e-3), not TrainConfig's default
