@@ -88,9 +88,8 @@ class DreamVectorEnv(VectorEnv):
         termination_readout: a ``simworld train-readout`` folder (or a loaded ``StateReadout``): with
             ``termination_bounds``, the readout reads the state off the frame before and the new one,
             and a step whose reading leaves the bounds ends the episode whatever the head says
-            (probability 1): a probe check on the head. Where a CartPole loop model's frames show the
-            pole past 12 degrees its head fires with 0.74 on replays of stored episodes but 0.07-0.34
-            under the policy it trained (docs/results.md, session 22).
+            (probability 1): a probe check on the head, for worlds whose episodes end at a state
+            bound (CartPole's pole angle; docs/results.md, session 22).
         termination_bounds: ``{state index: bound}``: a reading with ``|state[i]| > bound`` ends the
             episode (CartPole: ``{2: 0.2095}``, the pole angle in radians). Smaller bounds than the
             world's calibrate a dream whose pole falls too slowly. ``info["readout_out"]`` marks the

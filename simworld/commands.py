@@ -217,6 +217,22 @@ def dream_rewards_of(c: dict) -> tuple[str, float | None, float | None]:
     )
 
 
+def dream_bounds_of(c: dict) -> tuple[str | None, dict[int, float] | None]:
+    """The readout check ``agent eval ... dream=`` ends the dream with: ``dream_termination_bounds``
+    (``off``: none) with ``dream_termination_readout``, else the policy's own (its ``agent.json``)."""
+    from agents.train import policy_meta
+
+    bounds = c.get("dream_termination_bounds")
+    if bounds == "off":
+        return None, None
+    meta = {} if c["policy"] == "random" else policy_meta(c["policy"])
+    if bounds is None:
+        return meta.get("termination_readout"), meta.get("termination_bounds")
+    return c.get("dream_termination_readout") or meta.get("termination_readout"), {
+        int(k): float(v) for k, v in dict(bounds).items()
+    }
+
+
 def agent_eval(cfg: DictConfig) -> dict:
     from agents.train import evaluate_agent
 
@@ -232,6 +248,7 @@ def agent_eval(cfg: DictConfig) -> dict:
         from simworld.rollout import policy_outcome
 
         mode, contact, floor = dream_rewards_of(c)
+        readout, bounds = dream_bounds_of(c)
         gap = policy_outcome(
             c["dream"],
             c["policy"],
@@ -241,17 +258,22 @@ def agent_eval(cfg: DictConfig) -> dict:
             reward_mode=mode,
             reward_contact_gap=contact,
             termination_floor_gap=floor,
+            termination_readout=readout,
+            termination_bounds=bounds,
         )
         result["dream_vs_real"] = {
             **gap,
             "reward_mode": mode,
             "reward_contact_gap": contact,
             "termination_floor_gap": floor,
+            "termination_readout": readout,
+            "termination_bounds": bounds,
         }
         print(
             f"from {gap['starts']} real starts, {gap['steps']} steps (dream rewards: {mode}"
             f"{'' if contact is None else f', contact check {contact}'}"
-            f"{'' if floor is None else f', floor check {floor}'}): return in the dream "
+            f"{'' if floor is None else f', floor check {floor}'}"
+            f"{'' if bounds is None else f', readout check {bounds}'}): return in the dream "
             f"{gap['return']['dream']:.2f}, in the world {gap['return']['real']:.2f} replaying its actions "
             f"(overrating {gap['overrating']:+.2f}), {gap['return']['real_closed']:.2f} acting on the world's "
             f"frames; episodes ended {gap['ended']['dream']:.2f} vs {gap['ended']['real']:.2f} replayed, "

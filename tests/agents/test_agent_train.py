@@ -444,3 +444,17 @@ def test_loop_learns_its_readout_from_its_own_frames_and_ends_dreams_with_it(tmp
     assert agent["termination_bounds"] == {"2": 0.2095}
     state = run_loop(LoopConfig(**{**cfg, "iterations": 2, "real_frames": 80, "resume": True}))
     assert len(state["history"]) == 2 and readout.read_bytes() == learnt  # kept, not relearnt
+
+
+def test_agent_eval_checks_the_dream_with_the_readout_the_policy_trained_with(tmp_path):
+    from simworld.commands import dream_bounds_of
+
+    (tmp_path / "agent.json").write_text(
+        json.dumps({"termination_readout": "ro", "termination_bounds": {"2": 0.12}})
+    )
+    c = {"policy": str(tmp_path / "last.zip")}
+    assert dream_bounds_of(c) == ("ro", {"2": 0.12})  # as trained
+    assert dream_bounds_of({**c, "dream_termination_bounds": "off"}) == (None, None)
+    assert dream_bounds_of({**c, "dream_termination_bounds": {2: 0.2}}) == ("ro", {2: 0.2})
+    other = {**c, "dream_termination_bounds": {2: 0.2}, "dream_termination_readout": "other"}
+    assert dream_bounds_of(other) == ("other", {2: 0.2})
