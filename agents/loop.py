@@ -233,9 +233,9 @@ def _store_readout(store: EpisodeStore, path: Path, seed: int, progress: bool) -
     """A state readout learnt from the store's episodes (their recorded states): no new real frames."""
     from simworld.probes.readout import ReadoutConfig, save_readout, store_episodes, train_readout
 
-    episodes = store_episodes(store)
-    model, report = train_readout(episodes, ReadoutConfig(epochs=40, seed=seed))
-    save_readout(model, ReadoutConfig(epochs=40, seed=seed), path, store.meta.frame_size, report["floor"])
+    episodes, cfg = store_episodes(store), ReadoutConfig(epochs=40, seed=seed)
+    model, report = train_readout(episodes, cfg)
+    save_readout(model, cfg, path, store.meta.frame_size, report["floor"])
     if progress:
         print(f"readout from {len(episodes)} stored episodes: held-out RMSE {report['floor']['rmse']}")
     return model
@@ -259,11 +259,9 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
     store = EpisodeStore.create(out / "store", store_meta_for_world(WorldConfig(**cfg.world)))
     per_iteration = cfg.real_frames // cfg.iterations
     model_dir, agent_dir = out / "model", out / "agent"
-    readout = None
-    if cfg.readout and cfg.readout != READOUT_FROM_STORE:
-        readout, _ = load_readout(cfg.readout)
-    elif cfg.readout and (out / READOUT_DIR).is_dir():  # resumed: learnt from the first round's frames
-        readout, _ = load_readout(out / READOUT_DIR)
+    readout, path = None, readout_path(cfg)
+    if path and (cfg.readout != READOUT_FROM_STORE or Path(path).is_dir()):  # given, or learnt last time
+        readout, _ = load_readout(path)
     for it in range(len(state["history"]), cfg.iterations):
         policy = agent_dir / LAST_FILE if (agent_dir / LAST_FILE).exists() else None
         before = set(store.episode_ids)

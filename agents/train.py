@@ -85,7 +85,7 @@ class AgentConfig:
             checks the termination head, for worlds that end at the floor, e.g. Balls). None: off.
         termination_readout: A ``simworld train-readout`` folder; with ``termination_bounds``
             (``{state index: bound}``) a dream step whose frames read past a bound ends its episode
-            (``envs.dream.DreamVectorEnv``: the readout checks a head that under-fires; CartPole's
+            (``envs.dream.DreamVectorEnv``: the readout checks the termination head; CartPole's
             pole angle is index 2, the world ends past 0.2095 rad). None: off.
         bank_size: The oracle's bank size when ``checkpoint`` is an episode store (the loop's: 1024).
         bank_episode_starts: The share of that bank's windows that begin an episode.

@@ -92,8 +92,8 @@ class DreamVectorEnv(VectorEnv):
             bound (CartPole's pole angle; docs/results.md, session 22).
         termination_bounds: ``{state index: bound}``: a reading with ``|state[i]| > bound`` ends the
             episode (CartPole: ``{2: 0.2095}``, the pole angle in radians). Smaller bounds than the
-            world's calibrate a dream whose pole falls too slowly. ``info["readout_out"]`` marks the
-            steps ended this way.
+            world's make the dream stricter than the world. ``info["readout_out"]`` marks the steps
+            ended this way.
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}

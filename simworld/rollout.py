@@ -159,6 +159,18 @@ def _bank_start(
     return {"frames": bank["frames"][i], "actions": bank["actions"][i], "state": state or None}
 
 
+def _action(pol: Any, t: int, steps: int, frame: np.ndarray, real: gym.Env | None, space: gym.Space) -> Any:
+    """Step ``t``'s action of a resolved policy: a script's, the real world's heuristic, a random one,
+    or the callable's answer to ``frame``."""
+    if isinstance(pol, np.ndarray):
+        if t >= len(pol):
+            raise ValueError(f"the action script has {len(pol)} actions but {steps} steps were asked for")
+        return pol[t]
+    if isinstance(pol, str):
+        return real.unwrapped.heuristic_action() if pol == "heuristic" else space.sample()
+    return pol(frame)
+
+
 @torch.no_grad()
 def rollout(
     checkpoint: str | Path | WorldModel,
@@ -218,16 +230,7 @@ def rollout(
     restarts, t0 = [], time.perf_counter()
     warmup: list[tuple[np.ndarray, Any]] | None = None  # real frames gathered to restart the dream
     for t in tqdm(range(steps), desc="dream", unit="step", disable=not progress, leave=False):
-        if isinstance(pol, np.ndarray):
-            if t >= len(pol):
-                raise ValueError(f"the action script has {len(pol)} actions but {steps} steps were asked for")
-            a = pol[t]
-        elif named == "heuristic":
-            a = real.unwrapped.heuristic_action()
-        elif named == "random":
-            a = space.sample()
-        else:
-            a = pol(frames[-1])
+        a = _action(pol, t, steps, frames[-1], real, space)
         if warmup is None:
             frame, _, r, p = model.step(state, np.asarray(a)[None])
             frame, r, p = frame[0], float(r[0]), float(p[0])
@@ -474,6 +477,7 @@ def _policy_outcome(
     rng = np.random.default_rng(seed)
     outs = np.zeros((starts, 2, 2))
     closed = np.zeros((starts, 2))
+    real = make_real_world(model)  # one world for every start's closed loop
     for i in range(starts):
         start = _bank_start(model, rng, needs_state="policy_outcome")
         if hasattr(pol, "reset"):
@@ -491,7 +495,8 @@ def _policy_outcome(
             out = out_of_bounds(bounds[0], bounds[1], tr.frames[:-1], tr.frames[1:])
             tr.termination_prob = np.where(out, 1.0, tr.termination_prob)
         outs[i] = _outcome(tr)
-        closed[i] = _closed_loop_real(model, pol, start, steps, seed + i)
+        closed[i] = _closed_loop_real(real, pol, start, steps, seed + i)
+    real.close()
     mean, cmean = outs.mean(axis=0), closed.mean(axis=0)
     return {
         "starts": starts,
@@ -503,33 +508,20 @@ def _policy_outcome(
     }
 
 
-def _closed_loop_real(
-    model: WorldModel, pol: Any, start: dict[str, Any], steps: int, seed: int
-) -> list[float]:
+def _closed_loop_real(real: gym.Env, pol: Any, start: dict[str, Any], steps: int, seed: int) -> list[float]:
     """``[ended, return]`` of the policy in the real world from ``start``'s true state, acting on the
     real frames (closed loop; the replay of the dream's actions is open loop)."""
-    real = make_real_world(model)
     real.reset(seed=seed)
     obs = real.unwrapped.set_state(start["state"])
     real.action_space.seed(seed)
     if hasattr(pol, "reset"):
         pol.reset(np.asarray(start["frames"])[:-1])
     total, ended = 0.0, False
-    named = pol if isinstance(pol, str) else None
     for t in range(steps):
-        if isinstance(pol, np.ndarray):
-            a = pol[t]
-        elif named == "heuristic":
-            a = real.unwrapped.heuristic_action()
-        elif named == "random":
-            a = real.action_space.sample()
-        else:
-            a = pol(obs)
-        obs, r, ended, truncated, _ = real.step(a)
+        obs, r, ended, truncated, _ = real.step(_action(pol, t, steps, obs, real, real.action_space))
         total += float(r)
         if ended or truncated:
             break
-    real.close()
     return [float(ended), total]
 
 

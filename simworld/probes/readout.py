@@ -116,13 +116,17 @@ def store_episodes(store: Any, key: str = "obs") -> list[dict[str, Any]]:
     from simworld.data.store import EpisodeStore
 
     store = store if isinstance(store, EpisodeStore) else EpisodeStore.open(store)
-    out = []
-    for eid in store.episode_ids:
-        if f"state/{key}" not in store._handle(eid).state_names:
-            raise ValueError(f"{store.root} episode {eid} records no state/{key} to learn a readout of")
-        states = store.read_array(eid, f"state/{key}")
-        out.append({"frames": store.read_array(eid, "frames"), "states": [{key: s} for s in states]})
-    return out
+    if key not in store.meta.state_keys:
+        raise ValueError(
+            f"{store.root} records no state/{key} to learn a readout of (it has {store.meta.state_keys})"
+        )
+    return [
+        {
+            "frames": store.read_array(eid, "frames"),
+            "states": [{key: s} for s in store.read_array(eid, f"state/{key}")],
+        }
+        for eid in store.episode_ids
+    ]
 
 
 def _dataset(episodes: list[dict[str, Any]], key: str, context: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +156,7 @@ def readout_bounds(
         raise ValueError("termination_readout and termination_bounds go together: give both or neither")
     if readout is None:
         return None, None
-    model = readout if isinstance(readout, StateReadout) else load_readout(readout)[0]
+    model = (readout if isinstance(readout, StateReadout) else load_readout(readout)[0]).eval()
     if model.context > 2:
         raise ValueError(f"a termination readout reads 1 or 2 frames, this one reads {model.context}")
     if not bounds:
@@ -176,7 +180,7 @@ def out_of_bounds(
 ) -> np.ndarray:
     """``(n,)`` bool: the state read off frames ``prev -> new`` (each ``(n, H, W, 3)``) leaves ``bounds``."""
     x = np.stack([prev, new], axis=1)[:, 2 - model.context :]
-    s = model.eval()(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+    s = model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
     return np.any([np.abs(s[:, i]) > b for i, b in bounds.items()], axis=0)
 
 
