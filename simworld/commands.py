@@ -226,11 +226,11 @@ def dream_bounds_of(c: dict) -> tuple[str | None, dict[int, float] | None]:
     if bounds == "off":
         return None, None
     meta = {} if c["policy"] == "random" else policy_meta(c["policy"])
-    if bounds is None:
-        return meta.get("termination_readout"), meta.get("termination_bounds")
-    return c.get("dream_termination_readout") or meta.get("termination_readout"), {
-        int(k): float(v) for k, v in dict(bounds).items()
-    }
+    if bounds is None:  # as trained; agent.json is JSON, so its state indices come back as strings
+        readout, bounds = meta.get("termination_readout"), meta.get("termination_bounds")
+    else:
+        readout = c.get("dream_termination_readout") or meta.get("termination_readout")
+    return readout, None if bounds is None else {int(k): float(v) for k, v in dict(bounds).items()}
 
 
 def agent_eval(cfg: DictConfig) -> dict:

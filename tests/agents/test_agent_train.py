@@ -453,7 +453,7 @@ def test_agent_eval_checks_the_dream_with_the_readout_the_policy_trained_with(tm
         json.dumps({"termination_readout": "ro", "termination_bounds": {"2": 0.12}})
     )
     c = {"policy": str(tmp_path / "last.zip")}
-    assert dream_bounds_of(c) == ("ro", {"2": 0.12})  # as trained
+    assert dream_bounds_of(c) == ("ro", {2: 0.12})  # as trained, the state index an int again
     assert dream_bounds_of({**c, "dream_termination_bounds": "off"}) == (None, None)
     assert dream_bounds_of({**c, "dream_termination_bounds": {2: 0.2}}) == ("ro", {2: 0.2})
     other = {**c, "dream_termination_bounds": {2: 0.2}, "dream_termination_readout": "other"}
