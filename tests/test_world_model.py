@@ -12,7 +12,7 @@ from simworld.data.store import EpisodeStore
 from simworld.data.windows import WindowDataset
 from simworld.evaluate import EvalConfig, evaluate_model
 from simworld.metrics import psnr_uint8
-from simworld.train.common import batch_for_step
+from simworld.train.common import batch_for_step, mirror_batch
 from simworld.train.world_model import TrainConfig, train_world_model
 from simworld.world_model import WorldModel, WorldModelConfig
 from simworld.worlds import WorldConfig
@@ -103,9 +103,11 @@ def test_save_load_round_trip_gives_identical_rollouts(store, tmp_path, prev_fra
     assert not list(tmp_path.glob(".m.*")), "temporary directories are cleaned up"
 
 
-def test_resume_matches_an_uninterrupted_run(store, tmp_path):
+@pytest.mark.parametrize("mirror_actions", [None, [2, 1, 0]])
+def test_resume_matches_an_uninterrupted_run(store, tmp_path, mirror_actions):
     common = dict(
         store=str(store.root),
+        mirror_actions=mirror_actions,
         dynamics=TINY,
         window=4,
         batch_size=2,
@@ -406,3 +408,49 @@ def test_python_api_trains_with_the_cli_optimiser():
     train = yaml.safe_load((Path(__file__).parents[1] / "configs" / "train.yaml").read_text())
     keys = ("lr", "warmup", "weight_decay", "grad_clip", "ema_decay")
     assert {k: getattr(TrainConfig(), k) for k in keys} == {k: train[k] for k in keys}
+
+
+def test_mirroring_flips_half_the_windows_and_maps_their_actions(store):
+    batch = batch_for_step(WindowDataset(store, 4), 64, seed=0, step=0)
+    out = mirror_batch(batch, [2, 1, 0], np.random.default_rng(0))  # Balls: left <-> right, stay
+    flipped = (out["frames"] != batch["frames"]).flatten(1).any(1)
+    assert 16 < int(flipped.sum()) < 48  # about half
+    torch.testing.assert_close(out["frames"][flipped], batch["frames"][flipped].flip(-2))
+    torch.testing.assert_close(out["actions"][flipped], 2 - batch["actions"][flipped])
+    torch.testing.assert_close(out["frames"][~flipped], batch["frames"][~flipped])
+    torch.testing.assert_close(out["actions"][~flipped], batch["actions"][~flipped])
+    torch.testing.assert_close(out["rewards"], batch["rewards"])  # a mirror image pays the same
+
+
+def test_a_flipped_cartpole_frame_is_the_mirrored_state_so_mirror_actions_1_0_fits():
+    import gymnasium as gym
+
+    import envs  # noqa: F401 - registers the worlds
+
+    env = gym.make("simworld/PixelCartPole-v1", env_id="CartPole-v1", frame_size=(64, 64)).unwrapped
+    env.reset(seed=0)
+    for x, theta in [(0.5, 0.1), (-1.2, 0.05), (1.8, -0.15)]:
+        frame = env.set_state({"sim": np.array([x, 0.3, theta, -0.2])})
+        mirror = env.set_state({"sim": np.array([-x, -0.3, -theta, 0.2])})
+        flipped = np.abs(frame[:, ::-1].astype(int) - mirror)
+        assert np.mean(flipped > 0) < 0.01, "mirror images differ beyond the renderer's rounding"
+        assert np.abs(frame.astype(int) - mirror).mean() > 10 * flipped.mean()  # the states do differ
+
+
+def test_mirror_actions_must_permute_a_discrete_action_space(store, tmp_path):
+    common = dict(store=str(store.root), out=str(tmp_path), dynamics=TINY, steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"mirror_actions \[0, 0, 1\] is not a permutation"):
+        train_world_model(TrainConfig(mirror_actions=[0, 0, 1], **common))
+    assert not (tmp_path / "checkpoint").exists()  # refused before any training
+
+
+def test_training_with_mirror_actions_sees_the_mirrored_windows(store, tmp_path, monkeypatch):
+    import simworld.train.world_model as tw
+
+    seen = []
+    monkeypatch.setattr(tw, "mirror_batch", lambda b, *a: seen.append(a[0]) or mirror_batch(b, *a))
+    common = dict(store=str(store.root), dynamics=TINY, window=4, batch_size=4, steps=2, progress=False)
+    train_world_model(TrainConfig(out=str(tmp_path / "a"), mirror_actions=[2, 1, 0], **common))
+    assert seen == [[2, 1, 0]] * 2  # every step's batch
+    train_world_model(TrainConfig(out=str(tmp_path / "b"), **common))
+    assert len(seen) == 2  # off by default

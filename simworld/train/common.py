@@ -82,6 +82,41 @@ def batch_for_step(
     }
 
 
+def check_mirror_actions(mirror_actions: list[int] | None, action_space: dict) -> list[int] | None:
+    """``mirror_actions`` (the action each action becomes when the frames are flipped left to right)
+    for a store's ``action_space`` spec: a permutation of a discrete space's actions, else an error."""
+    if mirror_actions is None:
+        return None
+    if action_space.get("type") != "Discrete":
+        raise ValueError(
+            f"mirror_actions needs a discrete action space, this store's is {action_space.get('type')}"
+        )
+    n, start = int(action_space["n"]), int(action_space.get("start", 0))
+    perm = [int(a) for a in mirror_actions]
+    if sorted(perm) != list(range(start, start + n)):
+        raise ValueError(
+            f"mirror_actions {list(mirror_actions)} is not a permutation of the actions "
+            f"{list(range(start, start + n))} (e.g. [1, 0] for CartPole: left <-> right)"
+        )
+    return perm
+
+
+def mirror_batch(batch: dict, mirror_actions: list[int], rng: np.random.Generator, start: int = 0) -> dict:
+    """Flip a random half of the batch's windows left to right and map their actions through
+    ``mirror_actions`` (checked by :func:`check_mirror_actions`). In a world whose physics and
+    rendering are mirror-symmetric (CartPole, Balls) the flipped window is as real as the original,
+    so the model sees twice the data and cannot learn a bias to one side. ``states`` are not mirrored
+    (training does not read them)."""
+    flip = torch.from_numpy(rng.random(batch["frames"].shape[0]) < 0.5)
+    if not flip.any():
+        return batch
+    table = torch.as_tensor(mirror_actions, dtype=batch["actions"].dtype)
+    frames, actions = batch["frames"].clone(), batch["actions"].clone()
+    frames[flip] = frames[flip].flip(-2)  # (B, T, H, W, 3): W is the left-right axis
+    actions[flip] = table[actions[flip] - start]
+    return {**batch, "frames": frames, "actions": actions}
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -19,8 +19,10 @@ from simworld.data.windows import WindowDataset
 from simworld.train.common import (
     autocast,
     batch_for_step,
+    check_mirror_actions,
     distributed,
     ema_update,
+    mirror_batch,
     resolve_device,
     reward_windows,
     terminal_windows,
@@ -64,6 +66,9 @@ class TrainConfig:
     # its episodes (0: windows uniform over the store, where a poor collecting policy's CartPole
     # windows sit a few steps from the pole falling whatever the agent then does)
     bank_episode_starts: float = 0.0
+    # a world whose physics and rendering are mirror-symmetric: the action each action becomes when the
+    # frames are flipped left to right (CartPole: [1, 0]); half the training windows are flipped so
+    mirror_actions: list[int] | None = None
     seed: int = 0
     resume: bool = False
     progress: bool = True
@@ -163,6 +168,7 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
     if not 0.0 <= cfg.bank_episode_starts <= 1.0:  # checked before hours of training, not after
         raise ValueError(f"bank_episode_starts must be between 0 and 1, got {cfg.bank_episode_starts}")
     store = EpisodeStore(cfg.store)
+    mirror = check_mirror_actions(cfg.mirror_actions, store.meta.action_space)
     train_ids, val_ids = store.split(cfg.val_fraction, seed=cfg.seed)
     ds = WindowDataset(store, cfg.window, episode_ids=train_ids)
     if len(ds) == 0:
@@ -232,6 +238,9 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
                 rewarded,
                 cfg.reward_fraction,
             )
+            if mirror is not None:  # a pure function of (seed, step, rank), as the batch: resumable
+                mirror_rng = np.random.default_rng([cfg.seed, step * cfg.accumulate + micro, rank, 1])
+                batch = mirror_batch(batch, mirror, mirror_rng, store.meta.action_space.get("start", 0))
             with autocast(device, cfg.precision):
                 loss, logs = net(batch)
             (loss / cfg.accumulate).backward()
