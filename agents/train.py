@@ -463,11 +463,16 @@ def evaluate_agent(
     deterministic: bool = True,
     video: str | None = None,
 ) -> dict[str, Any]:
-    """Real-world returns of a policy (an SB3 zip or model, or ``"random"``): mean, std and each
-    episode's; optionally an mp4 of episode 1."""
+    """Real-world returns of a policy (an SB3 zip or model, ``"random"`` or ``"readout:<folder>"``):
+    mean, std and each episode's; optionally an mp4 of episode 1."""
     meta: dict[str, Any] = {}
     if policy == "random":  # the floor every trained policy is compared with
         policy = None
+    elif isinstance(policy, str) and policy.startswith("readout:"):  # a frame-only yardstick controller
+        from simworld.probes.readout import ReadoutController
+
+        world = world or asdict(WorldConfig())
+        policy = ReadoutController(policy.removeprefix("readout:"), world["id"])
     elif not isinstance(policy, BaseAlgorithm):
         policy, meta = load_policy(policy)
     world = world or meta.get("world") or asdict(WorldConfig())

@@ -27,10 +27,15 @@ def _pendulum_scale(env: gym.Env, frame_size: tuple[int, int]) -> np.ndarray:
     )
 
 
-def _cartpole_heuristic(env: gym.Env) -> int:
-    x, x_dot, theta, theta_dot = env.state
-    # Push the cart under the pole; the small cart terms keep it from drifting off the track.
+def cartpole_control(state: np.ndarray) -> int:
+    """CartPole's controller on its state ``(x, x_dot, theta, theta_dot)``: push the cart under the
+    pole; the small cart terms keep it from drifting off the track."""
+    x, x_dot, theta, theta_dot = (float(v) for v in state)
     return int(theta + 0.5 * theta_dot + 0.02 * x + 0.1 * x_dot > 0)
+
+
+def _cartpole_heuristic(env: gym.Env) -> int:
+    return cartpole_control(env.state)
 
 
 def _pendulum_heuristic(env: gym.Env) -> np.ndarray:

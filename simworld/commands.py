@@ -192,14 +192,19 @@ def agent_train(cfg: DictConfig) -> dict:
     return result
 
 
+def _policy_meta(policy: str) -> dict:
+    """What a trained policy trained with (its ``agent.json``); nothing for random and readout ones."""
+    from agents.train import policy_meta
+
+    return {} if policy == "random" or str(policy).startswith("readout:") else policy_meta(policy)
+
+
 def dream_rewards_of(c: dict) -> tuple[str, float | None, float | None]:
     """How ``agent eval ... dream=`` runs the dream: ``(reward mode, contact gap, floor gap)`` from
     ``dream_reward_mode``, ``dream_reward_contact_gap`` and ``dream_termination_floor_gap`` where
     given (``off``: no check), else what the policy trained with (its ``agent.json``), else the
     expectation and no checks."""
-    from agents.train import policy_meta
-
-    meta = {} if c["policy"] == "random" else policy_meta(c["policy"])
+    meta = _policy_meta(c["policy"])
     mode = c.get("dream_reward_mode") or meta.get("reward_mode", "expected")
 
     def gap(key: str, trained: str) -> float | None:
@@ -220,12 +225,10 @@ def dream_rewards_of(c: dict) -> tuple[str, float | None, float | None]:
 def dream_bounds_of(c: dict) -> tuple[str | None, dict[int, float] | None]:
     """The readout check ``agent eval ... dream=`` ends the dream with: ``dream_termination_bounds``
     (``off``: none) with ``dream_termination_readout``, else the policy's own (its ``agent.json``)."""
-    from agents.train import policy_meta
-
     bounds = c.get("dream_termination_bounds")
     if bounds == "off":
         return None, None
-    meta = {} if c["policy"] == "random" else policy_meta(c["policy"])
+    meta = _policy_meta(c["policy"])
     if bounds is None:  # as trained; agent.json is JSON, so its state indices come back as strings
         readout, bounds = meta.get("termination_readout"), meta.get("termination_bounds")
     else:

@@ -85,16 +85,25 @@ class Trajectory:
 Policy = Callable[[np.ndarray], Any]
 
 
-def resolve_policy(spec: Any, action_space: gym.Space) -> Policy | np.ndarray | str:
+def resolve_policy(
+    spec: Any, action_space: gym.Space, world_id: str | None = None
+) -> Policy | np.ndarray | str:
     """Turn what a user passes into a policy: an action list/array, a callable, ``"module:function"``,
     a YAML/JSON file of actions, ``"heuristic"`` (the real world's heuristic), ``"random"``, an
-    SB3 model or ``.zip`` (a path as a string or a ``Path``), or ``"shipped:<name>"`` (a policy in
-    the package, `simworld agent eval policy=shipped:cartpole`)."""
+    SB3 model or ``.zip`` (a path as a string or a ``Path``), ``"shipped:<name>"`` (a policy in
+    the package, `simworld agent eval policy=shipped:cartpole`), or ``"readout:<folder>"`` (the
+    world's controller on the state a readout reads off the frames; needs ``world_id``)."""
     if isinstance(spec, Path):
         spec = str(spec)
     if isinstance(spec, str):
         if spec in ("heuristic", "random"):
             return spec
+        if spec.startswith("readout:"):  # frames -> readout -> the world's controller (a yardstick)
+            from simworld.probes.readout import ReadoutController
+
+            if world_id is None:
+                raise ValueError(f"{spec}: a readout policy needs the world it runs in")
+            return ReadoutController(spec.removeprefix("readout:"), world_id)
         if spec.startswith("shipped:"):
             from agents.train import policy_file
 
@@ -210,7 +219,7 @@ def rollout(
     actions0 = start.get("actions")
     space = model.action_space
     space.seed(seed)
-    pol = resolve_policy(policy, space)
+    pol = resolve_policy(policy, space, model.cfg.world_id)
     named = pol if isinstance(pol, str) else None
     real = None
     if compare_real or named == "heuristic":
@@ -473,7 +482,7 @@ def _policy_outcome(
     spec = None
     if contact_gap is not None or floor_gap is not None:
         spec = WorldSpec.from_world(model.cfg.world_id, model.cfg.world_params)
-    pol = resolve_policy(policy, model.action_space)
+    pol = resolve_policy(policy, model.action_space, model.cfg.world_id)
     rng = np.random.default_rng(seed)
     outs = np.zeros((starts, 2, 2))
     closed = np.zeros((starts, 2))

@@ -297,3 +297,57 @@ def run_train_readout(c: dict[str, Any]) -> dict[str, Any]:
         + f"); wrote {path}"
     )
     return {"out": str(path), **report}
+
+
+# world id -> a controller on the state a readout reads (its ``obs`` state key)
+_STATE_CONTROLLERS = {"simworld/PixelCartPole-v1": "envs.pixel:cartpole_control"}
+
+
+class ReadoutController:
+    """A policy that sees only frames: a :func:`train_readout` readout reads the state off the last
+    two frames and the world's heuristic controller acts on it (``policy=readout:<folder>``).
+
+    No agent learns anything here. It is a yardstick: a competent policy that runs on frames, so
+    ``simworld agent eval policy=readout:<folder> dream=<model>`` shows whether a dream rewards
+    balancing as the world does. Runs per frame (``reset`` / ``__call__``, as
+    :class:`agents.train.FramePolicy`) and on SB3's stacked observations (``predict``).
+    """
+
+    def __init__(self, path: str | Path, world_id: str) -> None:
+        import importlib
+
+        if world_id not in _STATE_CONTROLLERS:
+            raise ValueError(
+                f"no state controller for {world_id}: a readout policy runs in {sorted(_STATE_CONTROLLERS)}"
+            )
+        self.readout, meta = load_readout(path)
+        if meta["config"].get("state_key", "obs") != "obs":
+            raise ValueError(
+                f"{path} reads state key {meta['config']['state_key']!r}; the controller needs 'obs'"
+            )
+        module, fn = _STATE_CONTROLLERS[world_id].split(":")
+        self.control = getattr(importlib.import_module(module), fn)
+        self._prev: np.ndarray | None = None
+
+    def _act(self, prev: np.ndarray, new: np.ndarray) -> np.ndarray:
+        x = np.stack([prev, new], axis=1)[:, 2 - self.readout.context :]  # (n, t, H, W, 3)
+        with torch.no_grad():
+            states = self.readout(torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8))).numpy()
+        return np.array([self.control(s) for s in states])
+
+    def reset(self, context: np.ndarray | None = None) -> None:
+        """Start an episode; ``context``: frames seen before the first call (its last is the previous)."""
+        self._prev = None if context is None or not len(context) else np.asarray(context, np.uint8)[-1]
+
+    def __call__(self, frame: np.ndarray) -> int:
+        frame = np.asarray(frame, np.uint8)
+        prev = frame if self._prev is None else self._prev  # the first frame: read as standing still
+        self._prev = frame
+        return int(self._act(prev[None], frame[None])[0])
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """SB3's interface on frame-stacked ``(n, 3k, H, W)`` observations: the last two frames."""
+        obs = np.asarray(obs, np.uint8)
+        new, prev = obs[:, -3:], obs[:, -6:-3] if obs.shape[1] >= 6 else obs[:, -3:]
+        prev = np.where(prev.reshape(len(obs), -1).any(1)[:, None, None, None], prev, new)  # zeros: reset
+        return self._act(prev.transpose(0, 2, 3, 1), new.transpose(0, 2, 3, 1)), None

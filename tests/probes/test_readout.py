@@ -46,3 +46,47 @@ def test_a_readout_learns_from_an_episode_store_with_its_recorded_states(tmp_pat
     assert model.dim == 4 and np.isfinite(rep["floor"]["rmse_mean"])
     with pytest.raises(ValueError, match="no state/nope"):
         store_episodes(out, "nope")
+
+
+def test_a_readout_controller_acts_on_what_the_readout_reads_per_frame_and_on_stacked_frames(tmp_path):
+    """``policy=readout:<folder>``: the world's controller on the state read off the last two frames,
+    the same whether it is fed frame by frame (dreams) or SB3's stacked observations (agent eval)."""
+    import pytest
+
+    from envs.pixel import cartpole_control
+    from simworld.probes.readout import ReadoutController
+
+    torch.set_num_threads(1)
+    episodes = collect("simworld/PixelCartPole-v1", episodes=5, steps=24, seed=0, frame_size=(32, 32))
+    model, rep = train_readout(episodes, ReadoutConfig(epochs=4, width=8, batch=32))
+    frames = episodes[0]["frames"]
+    x, x_dot, theta, theta_dot = predict(model, frames).T  # a few epochs read near-constant states:
+    model.mean[2] -= float(np.median(theta + 0.5 * theta_dot + 0.02 * x + 0.1 * x_dot))  # centre them
+    path = save_readout(model, ReadoutConfig(width=8, context=2), tmp_path / "ro", (32, 32), rep["floor"])
+    expected = [cartpole_control(s) for s in predict(model, frames)]
+    assert 0 < sum(expected) < len(expected), "the readings should ask for both pushes"
+
+    pol = ReadoutController(path, "simworld/PixelCartPole-v1")
+    pol.reset(frames[:1])
+    assert [pol(f) for f in frames[1:]] == expected
+    stacked = np.stack(  # (n, 4 frames * 3, H, W), oldest first, as VecFrameStack stacks them
+        [
+            np.concatenate([frames[i + k].transpose(2, 0, 1) for k in (-2, -1, 0, 1)])
+            for i in range(2, len(frames) - 1)
+        ]
+    )
+    actions, _ = pol.predict(stacked)
+    assert actions.tolist() == expected[2:]
+    with pytest.raises(ValueError, match="no state controller for simworld/Balls-v0"):
+        ReadoutController(path, "simworld/Balls-v0")
+    from agents.train import evaluate_agent
+    from simworld.rollout import resolve_policy
+
+    world = {"name": "cartpole", "id": "simworld/PixelCartPole-v1", "kwargs": {"frame_size": [32, 32]}}
+    result = evaluate_agent(
+        f"readout:{path}", world, episodes=2, seed=0
+    )  # `simworld agent eval policy=readout:`
+    assert len(result["returns"]) == 2 and result["mean_length"] >= 1
+    assert isinstance(resolve_policy(f"readout:{path}", None, "simworld/PixelCartPole-v1"), ReadoutController)
+    with pytest.raises(ValueError, match="needs the world"):
+        resolve_policy(f"readout:{path}", None)
