@@ -137,7 +137,7 @@ def resolve_policy(
             f"cannot read a policy from {spec!r}: expected 'heuristic', 'random', 'module:function', "
             "a .json/.yaml action list or an SB3 .zip"
         )
-    if hasattr(spec, "predict"):  # an SB3 model
+    if hasattr(spec, "predict") and not hasattr(spec, "reset"):  # an SB3 model (frame policies reset)
         return lambda obs: spec.predict(obs, deterministic=True)[0]
     if callable(spec):
         return spec

@@ -87,6 +87,8 @@ def test_a_readout_controller_acts_on_what_the_readout_reads_per_frame_and_on_st
         f"readout:{path}", world, episodes=2, seed=0
     )  # `simworld agent eval policy=readout:`
     assert len(result["returns"]) == 2 and result["mean_length"] >= 1
-    assert isinstance(resolve_policy(f"readout:{path}", None, "simworld/PixelCartPole-v1"), ReadoutController)
+    ctl = resolve_policy(f"readout:{path}", None, "simworld/PixelCartPole-v1")
+    assert isinstance(ctl, ReadoutController)
+    assert resolve_policy(ctl, None) is ctl  # rollout resolves it again: still a frame policy
     with pytest.raises(ValueError, match="needs the world"):
         resolve_policy(f"readout:{path}", None)
