@@ -159,6 +159,17 @@ class WorldModel(nn.Module):
         """``float (b, t, 3, H, W)`` in [-1, 1] -> normalised latents ``(b, t, c, h, w)``."""
         return (self.tokenizer.encode(frames) - self.cfg.latent_shift) / self.cfg.latent_scale
 
+    def clip_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Keep a sampled latent within what a frame can hold where the tokenizer says (pixels: -1..1).
+        Decoding clips anyway; clipping before the frame enters the context keeps a long rollout's
+        errors from feeding on themselves until the latents overflow (a 1,200-step CartPole model
+        went from frames to grey to NaN within 100 steps without it; session 23)."""
+        bounds = getattr(self.tokenizer, "value_range", None)
+        if bounds is None:
+            return latent
+        lo, hi = ((v - self.cfg.latent_shift) / self.cfg.latent_scale for v in bounds)
+        return latent.clamp(min(lo, hi), max(lo, hi))
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.tokenizer.decode(latents * self.cfg.latent_scale + self.cfg.latent_shift)
 
@@ -416,6 +427,7 @@ class WorldModel(nn.Module):
             self.device,
             init=init,
         )
+        latent = self.clip_latent(latent)
         reward, term = self._write(latent, a, valid, state, use_cache=use_cache)
         reward, prob = reward.float(), torch.sigmoid(term.float())
         if self.reward_model is not None:

@@ -454,3 +454,19 @@ def test_training_with_mirror_actions_sees_the_mirrored_windows(store, tmp_path,
     assert seen == [[2, 1, 0]] * 2  # every step's batch
     train_world_model(TrainConfig(out=str(tmp_path / "b"), **common))
     assert len(seen) == 2  # off by default
+
+
+def test_a_diverging_model_keeps_its_latents_within_what_a_frame_can_hold(store):
+    """A model whose outputs run away (here: a large random output layer) must not feed out-of-range
+    latents back into its context until they overflow: a long rollout stays finite."""
+    model = tiny_model().eval()
+    with torch.no_grad():
+        model.dynamics.patch_out.weight.normal_(0.0, 100.0)  # (zero at init, as DiT)
+    ep = store.load(0)
+    state = model.reset(ep.frames[None, :3], ep.actions[None, :2], generator=torch.Generator().manual_seed(0))
+    lo, hi = ((v - model.cfg.latent_shift) / model.cfg.latent_scale for v in (-1.0, 1.0))
+    for _ in range(6):
+        _, latent, reward, prob = model.step(state, np.array([1]))
+        assert np.isfinite(reward).all() and np.isfinite(prob).all()
+    assert latent.min() >= min(lo, hi) - 1e-6 and latent.max() <= max(lo, hi) + 1e-6
+    assert latent.abs().max() >= 0.99 * max(abs(lo), abs(hi))  # it did run away, to the clip

@@ -33,6 +33,8 @@ class IdentityTokenizerConfig:
 
 
 class IdentityTokenizer(nn.Module):
+    value_range = (-1.0, 1.0)  # latents are pixels: what a frame can hold (decode clips to it)
+
     def __init__(self, cfg: IdentityTokenizerConfig) -> None:
         super().__init__()
         self.cfg = cfg
