@@ -175,12 +175,18 @@ def readout_bounds(
 
 
 @torch.no_grad()
+@torch.no_grad()
+def read_pairs(model: StateReadout, prev: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """``(n, dim)``: the state ``model`` reads off each transition ``prev -> new`` (uint8 ``(n, H, W, 3)``)."""
+    x = np.stack([prev, new], axis=1)[:, 2 - model.context :]
+    return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8))).numpy()
+
+
 def out_of_bounds(
     model: StateReadout, bounds: dict[int, float], prev: np.ndarray, new: np.ndarray
 ) -> np.ndarray:
     """``(n,)`` bool: the state read off frames ``prev -> new`` (each ``(n, H, W, 3)``) leaves ``bounds``."""
-    x = np.stack([prev, new], axis=1)[:, 2 - model.context :]
-    s = model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+    s = read_pairs(model, prev, new)
     return np.any([np.abs(s[:, i]) > b for i, b in bounds.items()], axis=0)
 
 
@@ -330,10 +336,7 @@ class ReadoutController:
         self._prev: np.ndarray | None = None
 
     def _act(self, prev: np.ndarray, new: np.ndarray) -> np.ndarray:
-        x = np.stack([prev, new], axis=1)[:, 2 - self.readout.context :]  # (n, t, H, W, 3)
-        with torch.no_grad():
-            states = self.readout(torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8))).numpy()
-        return np.array([self.control(s) for s in states])
+        return np.array([self.control(s) for s in read_pairs(self.readout, prev, new)])
 
     def reset(self, context: np.ndarray | None = None) -> None:
         """Start an episode; ``context``: frames seen before the first call (its last is the previous)."""

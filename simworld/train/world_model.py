@@ -67,7 +67,7 @@ class TrainConfig:
     # windows sit a few steps from the pole falling whatever the agent then does)
     bank_episode_starts: float = 0.0
     # a world whose physics and rendering are mirror-symmetric: the action each action becomes when the
-    # frames are flipped left to right (CartPole: [1, 0]); half the training windows are flipped so
+    # frames are flipped left to right (CartPole: [1, 0]); half of each batch is trained on flipped
     mirror_actions: list[int] | None = None
     seed: int = 0
     resume: bool = False
