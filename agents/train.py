@@ -149,9 +149,17 @@ def preprocess(venv: VecEnv, frame_stack: int) -> VecEnv:
     return VecTransposeImage(ContextFrameStack(venv, frame_stack))
 
 
-def real_venv(world: dict[str, Any], num_envs: int, seed: int, frame_stack: int) -> VecEnv:
-    """``num_envs`` copies of the ground-truth world (SB3 ``DummyVecEnv`` with ``Monitor``)."""
-    venv = make_vec_env(lambda: make_world(world), n_envs=num_envs, seed=seed)
+def real_venv(world: dict[str, Any], num_envs: int, seed: int, frame_stack: int, eyes: Any = None) -> VecEnv:
+    """``num_envs`` copies of the ground-truth world (SB3 ``DummyVecEnv`` with ``Monitor``); with
+    ``eyes`` (a world model or its directory) the policy sees that model's one-step predictions of
+    the world's frames instead of the frames (``envs.model_eyes.ModelEyes``)."""
+    if eyes is None:
+        return preprocess(make_vec_env(lambda: make_world(world), n_envs=num_envs, seed=seed), frame_stack)
+    from envs.model_eyes import ModelEyes
+    from simworld.world_model import WorldModel
+
+    model = eyes if isinstance(eyes, WorldModel) else WorldModel.from_pretrained(eyes)
+    venv = make_vec_env(lambda: ModelEyes(make_world(world), model, seed), n_envs=num_envs, seed=seed)
     return preprocess(venv, frame_stack)
 
 
@@ -462,9 +470,12 @@ def evaluate_agent(
     frame_stack: int | None = None,
     deterministic: bool = True,
     video: str | None = None,
+    eyes: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Real-world returns of a policy (an SB3 zip or model, ``"random"`` or ``"readout:<folder>"``):
-    mean, std and each episode's; optionally an mp4 of episode 1."""
+    mean, std and each episode's; optionally an mp4 of episode 1 (of what the policy saw). With
+    ``eyes`` (a world-model directory) the world runs as usual but the policy sees the model's
+    one-step prediction of each frame (``envs.model_eyes.ModelEyes``): the visual gap, alone."""
     meta: dict[str, Any] = {}
     if policy == "random":  # the floor every trained policy is compared with
         policy = None
@@ -477,7 +488,7 @@ def evaluate_agent(
         policy, meta = load_policy(policy)
     world = world or meta.get("world") or asdict(WorldConfig())
     frame_stack = frame_stack or meta.get("frame_stack", 4)
-    venv = real_venv(world, 1, seed, frame_stack)
+    venv = real_venv(world, 1, seed, frame_stack, eyes)
     venv.action_space.seed(seed)
     returns, lengths, frames = [], [], []
     obs = venv.reset()
@@ -506,6 +517,8 @@ def evaluate_agent(
         "mean_length": float(np.mean(lengths)),
         "reward_per_step": float(np.sum(returns) / max(np.sum(lengths), 1)),
     }
+    if eyes is not None:
+        result["eyes"] = str(eyes)
     if video:
         from simworld.data.video import write_video
 

@@ -241,11 +241,17 @@ def agent_eval(cfg: DictConfig) -> dict:
 
     c = _plain(cfg)
     result = evaluate_agent(
-        c["policy"], c.get("world"), episodes=c["episodes"], seed=c["seed"], video=c.get("video")
+        c["policy"],
+        c.get("world"),
+        episodes=c["episodes"],
+        seed=c["seed"],
+        video=c.get("video"),
+        eyes=c.get("eyes"),
     )
     print(
         f"{result['world']}: return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
         f"over {result['episodes']} episodes (mean length {result['mean_length']:.0f})"
+        + (f", the policy seeing {c['eyes']}'s one-step predictions" if c.get("eyes") else "")
     )
     if c.get("dream"):  # the same policy from the model's real starts: dream vs world, same actions
         from simworld.rollout import policy_outcome
