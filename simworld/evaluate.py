@@ -20,6 +20,7 @@ from simworld.data.store import EpisodeStore
 from simworld.metrics import object_recall_uint8, psnr_uint8, ssim_uint8
 from simworld.plots import filmstrip
 from simworld.probes.contacts import agent_contact, agent_gap, floor_contact, floor_spec, floor_steps
+from simworld.probes.readout import load_readout, read_pairs
 from simworld.world_model import WorldModel
 
 FILMSTRIP_STEPS = 24  # imagined steps drawn in the filmstrip
@@ -41,6 +42,7 @@ class EvalConfig:
     warm_start_sigma: float | None = None  # > 0: sample from the previous frame noised to this level
     out: str | None = None  # JSON path; default <model>/eval.json
     filmstrip: int = 3  # rollouts drawn real-vs-imagined in filmstrip.png beside the JSON (0: none)
+    readout: str | None = None  # a `simworld train-readout` folder: also the state error of the rollouts
     progress: bool = True
 
 
@@ -85,8 +87,16 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     floor = floor_check_spec(model)
     shows_floor = np.zeros((b, horizon), bool)  # the frames show an object at the floor
     prev_floor = floor_contact(prev, floor) if floor is not None else None
+    readout = load_readout(cfg.readout)[0] if cfg.readout else None
+    state_err, held_err, prev_out = [], [], frames[:, cfg.context - 1]
     for k in tqdm(range(horizon), desc="eval rollouts", disable=not cfg.progress):
         out, _, r, p = model.step(state, actions[:, cfg.context - 1 + k])
+        if readout is not None:  # the state the readout reads off each step, imagined vs real
+            real_state = read_pairs(readout, frames[:, cfg.context - 1 + k], frames[:, cfg.context + k])
+            state_err.append(read_pairs(readout, prev_out, out) - real_state)
+            last = frames[:, cfg.context - 1]
+            held_err.append(read_pairs(readout, last, last) - real_state)
+            prev_out = out
         if spec is not None:
             contact_gap[:, k], prev = agent_gap(prev, out, spec), out
         if floor is not None:
@@ -122,6 +132,14 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
             kept, stray = object_recall_uint8(frames[m, cfg.context - 1], frames[m, cfg.context + h - 1])
             result[f"copy_last_object_recall@{h}"] = float(np.mean(kept))
             result[f"copy_last_object_ghost@{h}"] = float(np.mean(stray))
+    if readout is not None:  # rms over rollouts per state dimension, and the copy-last baseline's
+        err, held = np.stack(state_err, 1), np.stack(held_err, 1)  # (b, horizon, dim)
+        for h in cfg.horizons:
+            m = valid[:, h - 1]
+            if m.any():
+                result[f"state_rmse@{h}"] = np.sqrt((err[m, h - 1] ** 2).mean(0)).tolist()
+                result[f"copy_last_state_rmse@{h}"] = np.sqrt((held[m, h - 1] ** 2).mean(0)).tolist()
+        result["readout"] = cfg.readout
     result["reward_mae"] = float(np.abs(pred_r - rewards)[valid].mean())
     result["reward_true_mean"] = float(rewards[valid].mean())
     fired, truth = (pred_t > 0.5) & valid, terms.astype(bool) & valid
@@ -311,6 +329,12 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
                     + (f"  ({what})" if not prefix else "")
                 )
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    if "readout" in result:
+        print(f"state read by {result['readout']}, rms error per dimension (copy-last in brackets):")
+        for h in horizons:
+            if f"state_rmse@{h}" in result:
+                pairs = zip(result[f"state_rmse@{h}"], result[f"copy_last_state_rmse@{h}"], strict=True)
+                print(f"  @{h:<4} " + "  ".join(f"{e:.4f} ({c:.4f})" for e, c in pairs))
     print(
         f"reward MAE {result['reward_mae']:.4f} (true mean reward {result['reward_true_mean']:.4f}); "
         f"termination precision {fmt(result['termination_precision'])}, "

@@ -194,6 +194,35 @@ def test_evaluate_reports_every_horizon(store):
     assert "floor_gate_rollout_termination_kept" in result
 
 
+def test_evaluate_reads_the_state_error_off_the_rollouts_with_a_readout(store, tmp_path):
+    """eval-model readout=: the rms error of the state the readout reads, imagined vs real frames,
+    beside repeating the last real frame; a model that draws the real frames has none."""
+    from simworld.evaluate import _windows
+    from simworld.probes.readout import ReadoutConfig, StateReadout, save_readout
+
+    torch.manual_seed(1)  # random weights: some fixed function of the frames, in 4 "state" dimensions
+    readout = save_readout(StateReadout(4), ReadoutConfig(), tmp_path / "readout", (64, 64), {})
+    ids = store.episode_ids[:3]
+    cfg = EvalConfig(horizons=[1, 4], context=2, progress=False, filmstrip=0, readout=str(readout))
+    model = tiny_model().eval()
+    drawn = evaluate_model(model, store, ids, cfg)
+    for h in (1, 4):
+        assert len(drawn[f"state_rmse@{h}"]) == 4 and min(drawn[f"state_rmse@{h}"]) > 0
+        assert len(drawn[f"copy_last_state_rmse@{h}"]) == 4
+    truth, step, k = _windows(store, ids, 2, 4)[0], model.step, [0]
+
+    def perfect(state, actions, **kw):  # the model's step, but drawing the world's next frame
+        out = step(state, actions, **kw)
+        k[0] += 1
+        return (truth[:, 1 + k[0]], *out[1:])
+
+    model.step = perfect
+    exact = evaluate_model(model, store, ids, cfg)
+    assert max(exact["state_rmse@1"] + exact["state_rmse@4"]) == 0
+    assert exact["copy_last_state_rmse@4"] == drawn["copy_last_state_rmse@4"]
+    assert max(exact["copy_last_state_rmse@4"]) > 0  # the frozen frame is wrong where things move
+
+
 def test_reward_head_scores_snap_like_the_dream():
     from simworld.evaluate import reward_head_scores
 
