@@ -69,7 +69,7 @@ class ModelEyes(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         ctx = np.stack(self._frames)[None]  # (1, t, H, W, 3): the real frames so far (at most context)
         between = list(self._actions)[len(self._actions) - (ctx.shape[1] - 1) :] if ctx.shape[1] > 1 else []
-        shape = self.model._action_shape()
+        shape = self.model.action_space.shape
         acts = np.asarray(between, dtype=np.asarray(action).dtype).reshape(1, len(between), *shape)
         state = self.model.reset(ctx, acts, generator=self._generator)
         pred, _, _, _ = self.model.step(state, np.asarray(action).reshape(1, *shape))
