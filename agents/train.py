@@ -89,6 +89,9 @@ class AgentConfig:
             pole angle is index 2, the world ends past 0.2095 rad). None: off.
         bank_size: The oracle's bank size when ``checkpoint`` is an episode store (the loop's: 1024).
         bank_episode_starts: The share of that bank's windows that begin an episode.
+        oracle_state_noise: ``{state index: std}``: the oracle's true state gets a Gaussian kick
+            before every step (``envs.oracle.StateNoise``), a perfect model with random errors of
+            that size (CartPole: ``{3: 0.25}``, the pole's angular velocity). None: off.
         eval_every: Agent steps between real-world evaluations (0: none).
         eval_episodes: Real episodes per evaluation.
         ckpt_every: Agent steps between checkpoints.
@@ -113,6 +116,7 @@ class AgentConfig:
     termination_bounds: dict[int, float] | None = None
     bank_size: int = 1024
     bank_episode_starts: float = 0.5
+    oracle_state_noise: dict[int, float] | None = None
     eval_every: int = 10_000
     eval_episodes: int = 5
     ckpt_every: int = 10_000
@@ -132,6 +136,8 @@ class AgentConfig:
         if self.frame_stack < 1 or self.num_envs < 1:
             raise ValueError("frame_stack and num_envs must be >= 1")
         check_dream_rewards(self.reward_mode, self.reward_contact_gap, self.termination_floor_gap)
+        if self.oracle_state_noise is not None and self.env != "oracle":
+            raise ValueError(f"oracle_state_noise kicks the oracle's true state; env={self.env!r} has none")
 
 
 def newest_frame(obs: np.ndarray) -> np.ndarray:
@@ -232,7 +238,16 @@ def oracle_venv(cfg: AgentConfig) -> VecEnv:
         episode_starts=cfg.bank_episode_starts,
         seed=cfg.seed,
     )
-    venv = SB3VecEnv(oracle_vector_env(cfg.world, bank, cfg.num_envs, cfg.max_episode_steps))
+    noise = cfg.oracle_state_noise
+    venv = SB3VecEnv(
+        oracle_vector_env(
+            cfg.world,
+            bank,
+            cfg.num_envs,
+            cfg.max_episode_steps,
+            state_noise=None if noise is None else {int(k): float(v) for k, v in dict(noise).items()},
+        )
+    )
     venv.seed(cfg.seed)
     return preprocess(VecMonitor(venv), cfg.frame_stack)
 

@@ -90,18 +90,53 @@ class BankStart(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, info
 
 
+class StateNoise(gym.Wrapper):
+    """A perfect model with random errors of a chosen size: before every step the world's true
+    physics state (``get_state()["sim"]``) gets a Gaussian kick, ``std[i]`` on dimension ``i``.
+
+    The frames, rewards and ends stay the world's own for the kicked state, so this isolates one
+    property of a learnt model, that its next state is off by a random amount, from the rest (how it
+    draws, whether it overrates). CartPole's ``sim`` is ``(x, x_dot, theta, theta_dot)``.
+    """
+
+    def __init__(self, env: gym.Env, std: dict[int, float]) -> None:
+        super().__init__(env)
+        if not hasattr(env.unwrapped, "set_state"):
+            raise ValueError(f"{env.spec.id if env.spec else env}: state noise needs a world with set_state")
+        if not std or any(not v >= 0 for v in std.values()):
+            raise ValueError(f"state noise needs {{dimension: std >= 0}}, got {std}")
+        self.std = {int(k): float(v) for k, v in std.items()}
+
+    def step(self, action: Any):
+        state = self.env.unwrapped.get_state()
+        if "sim" not in state:
+            raise ValueError("state noise needs a world whose state has a settable 'sim' part")
+        sim = np.array(state["sim"], dtype=np.float64)
+        if max(self.std) >= len(sim):
+            raise ValueError(f"state noise on dimension {max(self.std)}, but the state has {len(sim)}")
+        for i, s in self.std.items():
+            sim[i] += s * self.np_random.standard_normal()
+        self.env.unwrapped.set_state({**state, "sim": sim})
+        return self.env.step(action)
+
+
 def oracle_vector_env(
     world: dict[str, Any],
     bank: dict[str, np.ndarray],
     num_envs: int,
     max_episode_steps: int,
     autoreset_mode: gym.vector.AutoresetMode = gym.vector.AutoresetMode.SAME_STEP,
+    state_noise: dict[int, float] | None = None,
 ) -> gym.vector.SyncVectorEnv:
     """``num_envs`` oracle dreams (:class:`BankStart` under a ``max_episode_steps`` time limit) as one
-    Gymnasium vector env, the same interface :class:`envs.dream.DreamVectorEnv` offers."""
+    Gymnasium vector env, the same interface :class:`envs.dream.DreamVectorEnv` offers; with
+    ``state_noise`` each step first kicks the true state (:class:`StateNoise`)."""
     from simworld.worlds import make_world
 
     def make() -> gym.Env:
-        return gym.wrappers.TimeLimit(BankStart(make_world(world), bank), max_episode_steps)
+        env = BankStart(make_world(world), bank)
+        if state_noise:
+            env = StateNoise(env, state_noise)
+        return gym.wrappers.TimeLimit(env, max_episode_steps)
 
     return gym.vector.SyncVectorEnv([make for _ in range(num_envs)], autoreset_mode=autoreset_mode)

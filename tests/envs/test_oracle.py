@@ -83,3 +83,37 @@ def test_the_oracle_names_what_it_cannot_start_from(tmp_path, cartpole_store):
         BankStart(gym.make(CARTPOLE["id"]), stateless)
     with pytest.raises(ValueError, match="start bank's frames"):
         BankStart(gym.make(CARTPOLE["id"], frame_size=(32, 32)), bank)
+
+
+def test_state_noise_kicks_the_true_state_by_the_size_asked_and_nothing_else(cartpole_store):
+    """A perfect model with random errors: the pole's angular velocity moves by ~std per step;
+    with std 0 the oracle is unchanged; the cart, not kicked, follows the same physics."""
+    from envs.oracle import StateNoise
+
+    bank = load_bank(cartpole_store.root, size=8)
+    plain = BankStart(gym.make(CARTPOLE["id"]), bank)
+    jumps = []
+    for std, seed in [(0.0, 1), (0.25, 1)]:
+        env = StateNoise(BankStart(gym.make(CARTPOLE["id"]), bank), {3: std})
+        obs_n, info_n = env.reset(seed=seed)
+        obs_p, info_p = plain.reset(seed=seed)
+        assert info_n["bank_index"] == info_p["bank_index"]
+        for _ in range(3):
+            before = env.unwrapped.get_state()["sim"].copy()
+            obs_n, _, term_n, _, info_n = env.step(1)
+            obs_p, _, term_p, _, info_p = plain.step(1)
+            after_n, after_p = info_n["state"]["sim"], info_p["state"]["sim"]
+            if std == 0:
+                np.testing.assert_array_equal(obs_n, obs_p)
+                np.testing.assert_array_equal(after_n, after_p)
+            else:
+                jumps.append(after_n[3] - after_p[3])
+                assert after_n[0] == pytest.approx(before[0] + 0.02 * before[1])  # the cart's own Euler step
+            plain.unwrapped.set_state({**info_n["state"], "sim": after_n})  # go on from the same state
+    assert 0.05 < np.max(np.abs(jumps)) < 1.5  # kicks of about 0.25 rad/s, one of three at least
+    with pytest.raises(ValueError, match="std >= 0"):
+        StateNoise(gym.make(CARTPOLE["id"]), {3: -1.0})
+    env = StateNoise(gym.make(CARTPOLE["id"]), {7: 0.1})
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="dimension 7"):
+        env.step(0)
