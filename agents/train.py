@@ -32,6 +32,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecTransposeIma
 import simworld
 from simworld.checkpoint import atomic_write_text
 from simworld.data.atomic import atomic_path
+from simworld.probes.readout import readout_policy_folder
 from simworld.world_model import REWARD_MODES
 from simworld.worlds import WorldConfig, make_world
 
@@ -238,14 +239,9 @@ def oracle_venv(cfg: AgentConfig) -> VecEnv:
         episode_starts=cfg.bank_episode_starts,
         seed=cfg.seed,
     )
-    noise = cfg.oracle_state_noise
     venv = SB3VecEnv(
         oracle_vector_env(
-            cfg.world,
-            bank,
-            cfg.num_envs,
-            cfg.max_episode_steps,
-            state_noise=None if noise is None else {int(k): float(v) for k, v in dict(noise).items()},
+            cfg.world, bank, cfg.num_envs, cfg.max_episode_steps, state_noise=cfg.oracle_state_noise
         )
     )
     venv.seed(cfg.seed)
@@ -494,11 +490,11 @@ def evaluate_agent(
     meta: dict[str, Any] = {}
     if policy == "random":  # the floor every trained policy is compared with
         policy = None
-    elif isinstance(policy, str) and policy.startswith("readout:"):  # a frame-only yardstick controller
+    elif (folder := readout_policy_folder(policy)) is not None:  # a frame-only yardstick controller
         from simworld.probes.readout import ReadoutController
 
         world = world or asdict(WorldConfig())
-        policy = ReadoutController(policy.removeprefix("readout:"), world["id"])
+        policy = ReadoutController(folder, world["id"])
     elif not isinstance(policy, BaseAlgorithm):
         policy, meta = load_policy(policy)
     world = world or meta.get("world") or asdict(WorldConfig())

@@ -52,7 +52,7 @@ class ModelEyes(gym.Wrapper):
         self.model = model
         self._generator = torch.Generator(device=model.device).manual_seed(seed)
         self._frames: deque[np.ndarray] = deque(maxlen=model.context)
-        self._actions: deque[Any] = deque(maxlen=model.context)
+        self._actions: deque[Any] = deque(maxlen=model.context - 1)  # those between the frames
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
@@ -68,7 +68,7 @@ class ModelEyes(gym.Wrapper):
             raise gym.error.ResetNeeded("call reset() before step()")
         obs, reward, terminated, truncated, info = self.env.step(action)
         ctx = np.stack(self._frames)[None]  # (1, t, H, W, 3): the real frames so far (at most context)
-        between = list(self._actions)[len(self._actions) - (ctx.shape[1] - 1) :] if ctx.shape[1] > 1 else []
+        between = list(self._actions)
         shape = self.model.action_space.shape
         acts = np.asarray(between, dtype=np.asarray(action).dtype).reshape(1, len(between), *shape)
         state = self.model.reset(ctx, acts, generator=self._generator)

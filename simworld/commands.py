@@ -195,8 +195,9 @@ def agent_train(cfg: DictConfig) -> dict:
 def _policy_meta(policy: str) -> dict:
     """What a trained policy trained with (its ``agent.json``); nothing for random and readout ones."""
     from agents.train import policy_meta
+    from simworld.probes.readout import readout_policy_folder
 
-    return {} if policy == "random" or str(policy).startswith("readout:") else policy_meta(policy)
+    return {} if policy == "random" or readout_policy_folder(policy) is not None else policy_meta(policy)
 
 
 def dream_rewards_of(c: dict) -> tuple[str, float | None, float | None]:

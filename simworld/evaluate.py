@@ -89,13 +89,14 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     prev_floor = floor_contact(prev, floor) if floor is not None else None
     readout = load_readout(cfg.readout)[0] if cfg.readout else None
     state_err, held_err, prev_out = [], [], frames[:, cfg.context - 1]
+    if readout is not None:  # the frozen frame: the last real context frame, read as standing still
+        held_state = read_pairs(readout, prev_out, prev_out)
     for k in tqdm(range(horizon), desc="eval rollouts", disable=not cfg.progress):
         out, _, r, p = model.step(state, actions[:, cfg.context - 1 + k])
         if readout is not None:  # the state the readout reads off each step, imagined vs real
             real_state = read_pairs(readout, frames[:, cfg.context - 1 + k], frames[:, cfg.context + k])
             state_err.append(read_pairs(readout, prev_out, out) - real_state)
-            last = frames[:, cfg.context - 1]
-            held_err.append(read_pairs(readout, last, last) - real_state)
+            held_err.append(held_state - real_state)
             prev_out = out
         if spec is not None:
             contact_gap[:, k], prev = agent_gap(prev, out, spec), out

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from simworld.data.video import write_video
 from simworld.metrics import psnr_uint8
-from simworld.probes.readout import out_of_bounds, readout_bounds
+from simworld.probes.readout import out_of_bounds, readout_bounds, readout_policy_folder
 from simworld.world_model import WorldModel
 
 
@@ -98,12 +98,12 @@ def resolve_policy(
     if isinstance(spec, str):
         if spec in ("heuristic", "random"):
             return spec
-        if spec.startswith("readout:"):  # frames -> readout -> the world's controller (a yardstick)
+        if (folder := readout_policy_folder(spec)) is not None:  # frames -> readout -> controller
             from simworld.probes.readout import ReadoutController
 
             if world_id is None:
                 raise ValueError(f"{spec}: a readout policy needs the world it runs in")
-            return ReadoutController(spec.removeprefix("readout:"), world_id)
+            return ReadoutController(folder, world_id)
         if spec.startswith("shipped:"):
             from agents.train import policy_file
 

@@ -175,7 +175,6 @@ def readout_bounds(
 
 
 @torch.no_grad()
-@torch.no_grad()
 def read_pairs(model: StateReadout, prev: np.ndarray, new: np.ndarray) -> np.ndarray:
     """``(n, dim)``: the state ``model`` reads off each transition ``prev -> new`` (uint8 ``(n, H, W, 3)``)."""
     x = np.stack([prev, new], axis=1)[:, 2 - model.context :]
@@ -303,6 +302,18 @@ def run_train_readout(c: dict[str, Any]) -> dict[str, Any]:
         + f"); wrote {path}"
     )
     return {"out": str(path), **report}
+
+
+READOUT_PREFIX = "readout:"  # policy=readout:<folder>: a ReadoutController
+
+
+def readout_policy_folder(spec: Any) -> str | None:
+    """The readout folder a ``"readout:<folder>"`` policy names; None for any other policy."""
+    return (
+        spec.removeprefix(READOUT_PREFIX)
+        if isinstance(spec, str) and spec.startswith(READOUT_PREFIX)
+        else None
+    )
 
 
 # world id -> a controller on the state a readout reads (its ``obs`` state key)
