@@ -130,6 +130,34 @@ def test_resume_matches_an_uninterrupted_run(store, tmp_path, mirror_actions):
     assert WorldModel.from_pretrained(tmp_path / "b" / "model").cfg.reward_values == seen.tolist()
 
 
+def test_stages_with_schedule_steps_follow_one_learning_rate_schedule(store, tmp_path):
+    """The agent loop trains its model in rounds, each resuming the last with more steps. Given the
+    total, the rounds land on the same weights as one uninterrupted run; without it each round's
+    schedule decays to its floor and starts the next round low, so the weights differ."""
+    common = dict(
+        store=str(store.root), dynamics=TINY, window=4, batch_size=2, bank_size=4, progress=False, warmup=1
+    )
+    train_world_model(TrainConfig(out=str(tmp_path / "one"), steps=6, **common))
+    for out, total in (("staged", 6), ("round", None)):
+        for steps in (2, 4, 6):
+            resume = steps > 2
+            train_world_model(
+                TrainConfig(
+                    out=str(tmp_path / out), steps=steps, schedule_steps=total, resume=resume, **common
+                )
+            )
+    one, staged, rounds = (
+        WorldModel.from_pretrained(tmp_path / o / "model").state_dict() for o in ("one", "staged", "round")
+    )
+    for k in one:
+        torch.testing.assert_close(staged[k], one[k], rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(rounds[k], one[k]) for k in one), (
+        "rounds without the total follow another schedule"
+    )
+    with pytest.raises(ValueError, match="schedule_steps=2 is fewer than steps=4"):
+        train_world_model(TrainConfig(out=str(tmp_path / "bad"), steps=4, schedule_steps=2, **common))
+
+
 def test_resume_keeps_the_reward_classes_when_the_store_grows_new_rewards(store, tmp_path, monkeypatch):
     import simworld.train.world_model as twm
 

@@ -47,6 +47,10 @@ class TrainConfig:
     batch_size: int = 16
     accumulate: int = 1  # gradient accumulation steps per optimizer step
     steps: int = 2000
+    # the optimiser steps the learning-rate schedule spans (None: ``steps``). A run trained in stages,
+    # each resuming the last with more ``steps`` (the agent loop's rounds), gives the total here so
+    # the stages follow one schedule instead of each decaying to the floor from wherever it starts
+    schedule_steps: int | None = None
     lr: float = 1e-3  # as configs/train.yaml (simworld train) and the loop
     warmup: int = 100
     weight_decay: float = 0.01
@@ -167,6 +171,11 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed + rank)
     if not 0.0 <= cfg.bank_episode_starts <= 1.0:  # checked before hours of training, not after
         raise ValueError(f"bank_episode_starts must be between 0 and 1, got {cfg.bank_episode_starts}")
+    if cfg.schedule_steps is not None and cfg.schedule_steps < cfg.steps:
+        raise ValueError(
+            f"schedule_steps={cfg.schedule_steps} is fewer than steps={cfg.steps}: the learning-rate "
+            "schedule would end before training does (give the total of all stages, or null)"
+        )
     store = EpisodeStore(cfg.store)
     mirror = check_mirror_actions(cfg.mirror_actions, store.meta.action_space)
     train_ids, val_ids = store.split(cfg.val_fraction, seed=cfg.seed)
@@ -195,7 +204,8 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
     ema = copy.deepcopy(model).requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup))
+    total = cfg.schedule_steps or cfg.steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, cfg.warmup))
     step = 0
     ckpt = out / "checkpoint"
     if not cfg.resume and (ckpt / "trainer.json").exists():
@@ -205,7 +215,7 @@ def train_world_model(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.resume and (ckpt / "trainer.json").exists():
         step = load_training_state(ckpt, model, opt, ema, device)["step"]
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup), last_epoch=step - 1
+            opt, lambda s: warmup_cosine(s, total, cfg.warmup), last_epoch=step - 1
         )
     net = DDP(model) if world > 1 else model
     if world > 1 and rank == 0:
