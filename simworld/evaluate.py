@@ -46,8 +46,10 @@ class EvalConfig:
     progress: bool = True
 
 
-def _windows(store: EpisodeStore, ids: list[int], context: int, horizon: int):
-    frames, actions, rewards, terms, valid = [], [], [], [], []
+def _windows(store: EpisodeStore, ids: list[int], context: int, horizon: int, state_key: str | None = None):
+    """The held-out windows: the last ``context + horizon`` frames of each episode, padded; with a
+    ``state_key`` the store records, also the true state of every frame after the context (else None)."""
+    frames, actions, rewards, terms, valid, states = [], [], [], [], [], []
     for eid in ids:
         ep = store.load(eid)
         T = ep.num_steps
@@ -65,13 +67,21 @@ def _windows(store: EpisodeStore, ids: list[int], context: int, horizon: int):
         rewards.append(np.pad(r, (0, pad)))
         terms.append(np.pad(d, (0, pad)))
         valid.append(np.arange(horizon) < n)
-    return [np.stack(x) for x in (frames, actions, rewards, terms, valid)]
+        if state_key is not None:
+            st = store.read_array(eid, f"state/{state_key}")[start + context : start + context + n]
+            states.append(np.concatenate([st, np.repeat(st[-1:], pad, 0)]))
+    out = [np.stack(x) for x in (frames, actions, rewards, terms, valid)]
+    return [*out, np.stack(states) if states else None]
 
 
 @torch.no_grad()
 def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: EvalConfig) -> dict[str, Any]:
     horizon = max(cfg.horizons)
-    frames, actions, rewards, terms, valid = _windows(store, ids, cfg.context, horizon)
+    readout, meta = load_readout(cfg.readout) if cfg.readout else (None, {})
+    # the store's recorded true states, where it has the readout's: the readout's own error on these frames
+    key = meta.get("config", {}).get("state_key")
+    key = key if key in store.meta.state_keys else None
+    frames, actions, rewards, terms, valid, truth_states = _windows(store, ids, cfg.context, horizon, key)
     b = len(frames)
     if b == 0:
         raise ValueError(f"no held-out episode is long enough for a {cfg.context}-frame context")
@@ -87,8 +97,7 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     floor = floor_check_spec(model)
     shows_floor = np.zeros((b, horizon), bool)  # the frames show an object at the floor
     prev_floor = floor_contact(prev, floor) if floor is not None else None
-    readout = load_readout(cfg.readout)[0] if cfg.readout else None
-    state_err, held_err, prev_out = [], [], frames[:, cfg.context - 1]
+    state_err, held_err, real_err, prev_out = [], [], [], frames[:, cfg.context - 1]
     if readout is not None:  # the frozen frame: the last real context frame, read as standing still
         held_state = read_pairs(readout, prev_out, prev_out)
     for k in tqdm(range(horizon), desc="eval rollouts", disable=not cfg.progress):
@@ -97,6 +106,8 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
             real_state = read_pairs(readout, frames[:, cfg.context - 1 + k], frames[:, cfg.context + k])
             state_err.append(read_pairs(readout, prev_out, out) - real_state)
             held_err.append(held_state - real_state)
+            if truth_states is not None:
+                real_err.append(real_state - truth_states[:, k])
             prev_out = out
         if spec is not None:
             contact_gap[:, k], prev = agent_gap(prev, out, spec), out
@@ -140,6 +151,9 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
             if m.any():
                 result[f"state_rmse@{h}"] = np.sqrt((err[m, h - 1] ** 2).mean(0)).tolist()
                 result[f"copy_last_state_rmse@{h}"] = np.sqrt((held[m, h - 1] ** 2).mean(0)).tolist()
+        if real_err:  # a readout off on these frames (not the ones it learnt from) blurs every error above
+            real = np.stack(real_err, 1)[valid]
+            result["readout_rmse_real"] = np.sqrt((real**2).mean(0)).tolist()
         result["readout"] = cfg.readout
     result["reward_mae"] = float(np.abs(pred_r - rewards)[valid].mean())
     result["reward_true_mean"] = float(rewards[valid].mean())
@@ -336,6 +350,11 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
             if f"state_rmse@{h}" in result:
                 pairs = zip(result[f"state_rmse@{h}"], result[f"copy_last_state_rmse@{h}"], strict=True)
                 print(f"  @{h:<4} " + "  ".join(f"{e:.4f} ({c:.4f})" for e, c in pairs))
+        if "readout_rmse_real" in result:
+            print(
+                "  the readout's own error on these real frames (vs the recorded state): "
+                + "  ".join(f"{e:.4f}" for e in result["readout_rmse_real"])
+            )
     print(
         f"reward MAE {result['reward_mae']:.4f} (true mean reward {result['reward_true_mean']:.4f}); "
         f"termination precision {fmt(result['termination_precision'])}, "

@@ -251,6 +251,39 @@ def test_evaluate_reads_the_state_error_off_the_rollouts_with_a_readout(store, t
     assert max(exact["copy_last_state_rmse@4"]) > 0  # the frozen frame is wrong where things move
 
 
+def test_evaluate_reports_the_readouts_own_error_on_the_real_frames(store, tmp_path):
+    """A readout learnt on other frames (random-action episodes) can be far off on these, blurring
+    every state error eval-model reports: where the store records the readout's state, the readout's
+    own error on the real frames is reported beside them, each frame against its own recorded state."""
+    from simworld.evaluate import _windows
+    from simworld.probes.readout import ReadoutConfig, StateReadout, load_readout, read_pairs, save_readout
+
+    torch.manual_seed(2)
+    cfg = ReadoutConfig(state_key="paddle_pos")
+    readout = save_readout(StateReadout(2), cfg, tmp_path / "readout", (64, 64), {})
+    ids = store.episode_ids[:3]
+    ecfg = EvalConfig(horizons=[1, 4], context=2, progress=False, filmstrip=0, readout=str(readout))
+    result = evaluate_model(tiny_model().eval(), store, ids, ecfg)
+    windows = _windows(store, ids, 2, 4)
+    frames, valid, ro, errors = windows[0], windows[4], load_readout(readout)[0], []
+    for i, eid in enumerate(ids):  # each imagined step's real frame, read, against the state recorded with it
+        T = store.num_steps(eid)
+        start = max(0, T + 1 - 6)
+        states = store.read_array(eid, "state/paddle_pos")
+        for k in range(4):
+            if valid[i, k]:
+                read = read_pairs(ro, frames[i, 1 + k][None], frames[i, 2 + k][None])[0]
+                errors.append(read - states[start + 2 + k])
+    expected = np.sqrt(np.mean(np.square(errors), 0))
+    np.testing.assert_allclose(result["readout_rmse_real"], expected, rtol=1e-5)
+    # a readout of a state this store does not record: nothing to compare with, nothing reported
+    other = save_readout(StateReadout(2), ReadoutConfig(state_key="obs"), tmp_path / "other", (64, 64), {})
+    result = evaluate_model(
+        tiny_model().eval(), store, ids, EvalConfig(**{**vars(ecfg), "readout": str(other)})
+    )
+    assert "readout_rmse_real" not in result and "state_rmse@1" in result
+
+
 def test_reward_head_scores_snap_like_the_dream():
     from simworld.evaluate import reward_head_scores
 
