@@ -48,8 +48,7 @@ class LoopConfig:
         world: The real world (:class:`WorldConfig` fields).
         real_frames: The budget of real environment steps, spread evenly over ``iterations``.
         iterations: Collect / model / agent rounds.
-        model_steps: World-model optimiser steps added per iteration; one learning-rate schedule spans
-            all ``model_steps * iterations`` of them (``model.schedule_steps`` overrides).
+        model_steps: World-model optimiser steps added per iteration.
         model: :class:`~simworld.train.world_model.TrainConfig` overrides (``dynamics``, ``window``, ...);
             ``dynamics`` and ``diffusion`` merge into the loop's recipe key by key.
         agent_steps: Agent steps in the dream added per iteration.
@@ -288,9 +287,6 @@ def run_loop(cfg: LoopConfig | dict[str, Any]) -> dict[str, Any]:
             "reward_fraction": 0.1,  # sparse rewards: without it a short run predicts their mean everywhere
             "diffusion": dict(LOOP_DIFFUSION),
             "bank_size": cfg.bank_size,
-            # one learning-rate schedule over all rounds: each round resumes the last with more steps,
-            # and a schedule that ended with each round left every round after the first at a low rate
-            "schedule_steps": cfg.model_steps * cfg.iterations,
         }
         for key, value in cfg.model.items():  # nested overrides merge: model.diffusion.motion_weight alone
             base = train.get(key)
