@@ -82,6 +82,8 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
     key = meta.get("config", {}).get("state_key")
     key = key if key in store.meta.state_keys else None
     frames, actions, rewards, terms, valid, truth_states = _windows(store, ids, cfg.context, horizon, key)
+    if truth_states is not None and truth_states.shape[2:] != (meta.get("dim"),):
+        truth_states = None  # the same name for another world's state: nothing to compare with
     b = len(frames)
     if b == 0:
         raise ValueError(f"no held-out episode is long enough for a {cfg.context}-frame context")

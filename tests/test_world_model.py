@@ -282,6 +282,12 @@ def test_evaluate_reports_the_readouts_own_error_on_the_real_frames(store, tmp_p
         tiny_model().eval(), store, ids, EvalConfig(**{**vars(ecfg), "readout": str(other)})
     )
     assert "readout_rmse_real" not in result and "state_rmse@1" in result
+    # ... nor for one whose state has the name but not the shape of this store's (another world's)
+    odd = save_readout(StateReadout(3), cfg, tmp_path / "odd", (64, 64), {})
+    result = evaluate_model(
+        tiny_model().eval(), store, ids, EvalConfig(**{**vars(ecfg), "readout": str(odd)})
+    )
+    assert "readout_rmse_real" not in result and len(result["state_rmse@1"]) == 3
 
 
 def test_reward_head_scores_snap_like_the_dream():
