@@ -68,7 +68,9 @@ def _windows(store: EpisodeStore, ids: list[int], context: int, horizon: int, st
         terms.append(np.pad(d, (0, pad)))
         valid.append(np.arange(horizon) < n)
         if state_key is not None:
-            st = store.read_array(eid, f"state/{state_key}")[start + context : start + context + n]
+            st = ep.states[state_key][
+                start + context : start + context + n
+            ]  # already loaded with the episode
             states.append(np.concatenate([st, np.repeat(st[-1:], pad, 0)]))
     out = [np.stack(x) for x in (frames, actions, rewards, terms, valid)]
     return [*out, np.stack(states) if states else None]
