@@ -235,7 +235,7 @@ def _store_readout(store: EpisodeStore, path: Path, seed: int, progress: bool) -
 
     episodes, cfg = store_episodes(store), ReadoutConfig(epochs=40, seed=seed)
     model, report = train_readout(episodes, cfg)
-    save_readout(model, cfg, path, store.meta.frame_size, report["floor"])
+    save_readout(model, cfg, path, store.meta.frame_size, report["floor"], store.meta.world_id)
     if progress:
         print(f"readout from {len(episodes)} stored episodes: held-out RMSE {report['floor']['rmse']}")
     return model

@@ -491,9 +491,9 @@ def evaluate_agent(
     if policy == "random":  # the floor every trained policy is compared with
         policy = None
     elif (folder := readout_policy_folder(policy)) is not None:  # a frame-only yardstick controller
-        from simworld.probes.readout import ReadoutController
+        from simworld.probes.readout import ReadoutController, readout_world
 
-        world = world or asdict(WorldConfig())
+        world = world or readout_world(folder)  # by default, the world the readout learnt to read
         policy = ReadoutController(folder, world["id"])
     elif not isinstance(policy, BaseAlgorithm):
         policy, meta = load_policy(policy)

@@ -92,18 +92,17 @@ def resolve_policy(
     a YAML/JSON file of actions, ``"heuristic"`` (the real world's heuristic), ``"random"``, an
     SB3 model or ``.zip`` (a path as a string or a ``Path``), ``"shipped:<name>"`` (a policy in
     the package, `simworld agent eval policy=shipped:cartpole`), or ``"readout:<folder>"`` (the
-    world's controller on the state a readout reads off the frames; needs ``world_id``)."""
+    world's controller on the state a readout reads off the frames; ``world_id``, or else the world
+    the readout recorded)."""
     if isinstance(spec, Path):
         spec = str(spec)
     if isinstance(spec, str):
         if spec in ("heuristic", "random"):
             return spec
         if (folder := readout_policy_folder(spec)) is not None:  # frames -> readout -> controller
-            from simworld.probes.readout import ReadoutController
+            from simworld.probes.readout import ReadoutController, readout_world
 
-            if world_id is None:
-                raise ValueError(f"{spec}: a readout policy needs the world it runs in")
-            return ReadoutController(folder, world_id)
+            return ReadoutController(folder, world_id or readout_world(folder)["id"])
         if spec.startswith("shipped:"):
             from agents.train import policy_file
 

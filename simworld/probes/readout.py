@@ -251,14 +251,22 @@ def save_readout(
     path: str | Path,
     frame_size: tuple[int, int],
     floor: dict | None = None,
+    world_id: str | None = None,
 ) -> Path:
-    """Write ``readout.safetensors`` and ``readout.json`` (config, state size, floor) into ``path``."""
+    """Write ``readout.safetensors`` and ``readout.json`` (config, state size, floor and the world it
+    reads) into ``path``."""
     from simworld.checkpoint import atomic_save_tensors, atomic_write_text
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     atomic_save_tensors(path / "readout.safetensors", dict(model.state_dict()))
-    meta = {"config": asdict(cfg), "dim": model.dim, "frame_size": list(frame_size), "floor": floor}
+    meta = {
+        "config": asdict(cfg),
+        "dim": model.dim,
+        "frame_size": list(frame_size),
+        "floor": floor,
+        "world_id": world_id,
+    }
     atomic_write_text(path / "readout.json", json.dumps(meta, indent=1))
     return path
 
@@ -275,6 +283,26 @@ def load_readout(path: str | Path) -> tuple[StateReadout, dict[str, Any]]:
     return model.eval(), meta
 
 
+def readout_world(path: str | Path) -> dict[str, Any]:
+    """The world a saved readout learnt to read, as a world config (its id, at the readout's frame
+    size), from its ``readout.json``."""
+    from simworld.checkpoint import read_json
+
+    meta = read_json(Path(path) / "readout.json")
+    world_id = meta.get("world_id")
+    if not world_id:
+        raise ValueError(
+            f"{path}/readout.json does not record the world it reads: name the world (world=...)"
+        )
+    name = world_id.rsplit("/", 1)[-1]
+    return {
+        "name": name,
+        "id": world_id,
+        "max_episode_steps": None,
+        "kwargs": {"frame_size": meta["frame_size"]},
+    }
+
+
 def run_train_readout(c: dict[str, Any]) -> dict[str, Any]:
     """``simworld train-readout``: collect random-action episodes of ``c["world"]``, train a readout,
     save it to ``c["out"]`` and print its floor (held-out RMSE per state dimension, beside the spread)."""
@@ -283,7 +311,11 @@ def run_train_readout(c: dict[str, Any]) -> dict[str, Any]:
     world = c["world"]
     cfg = ReadoutConfig(**c.get("readout", {}), seed=int(c["seed"]))
     if c.get("store"):  # frames already collected (e.g. a loop's), with their recorded states
-        episodes = store_episodes(c["store"], cfg.state_key)
+        from simworld.data.store import EpisodeStore
+
+        store = EpisodeStore.open(c["store"])
+        world = {**world, "id": store.meta.world_id}  # the store's world, whatever world= says
+        episodes = store_episodes(store, cfg.state_key)
     else:
         episodes = collect(
             world["id"], int(c["episodes"]), int(c["steps"]), seed=int(c["seed"]), **world.get("kwargs", {})
@@ -292,7 +324,7 @@ def run_train_readout(c: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{world['id']} reports no info['state'][{cfg.state_key!r}] to learn a readout of")
     model, report = train_readout(episodes, cfg, log=print if c.get("progress", True) else None)
     frame_size = tuple(episodes[0]["frames"].shape[1:3])
-    path = save_readout(model, cfg, c["out"], frame_size, report["floor"])
+    path = save_readout(model, cfg, c["out"], frame_size, report["floor"], world["id"])
     floor = report["floor"]
     print(
         f"readout of {world['id']} ({floor['pairs']} held-out frames): RMSE per dimension "

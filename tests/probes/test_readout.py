@@ -46,6 +46,18 @@ def test_a_readout_learns_from_an_episode_store_with_its_recorded_states(tmp_pat
     assert model.dim == 4 and np.isfinite(rep["floor"]["rmse_mean"])
     with pytest.raises(ValueError, match="no state/nope"):
         store_episodes(out, "nope")
+    # `simworld train-readout store=...` reads the store's world, whatever world= names, and records it
+    from simworld.probes.readout import readout_world, run_train_readout
+
+    balls = {"name": "balls", "id": "simworld/Balls-v0", "kwargs": {}}
+    conf = {"readout": {"epochs": 1, "width": 4}, "seed": 0, "progress": False}
+    run_train_readout({"world": balls, "store": str(out), "out": str(tmp_path / "ro"), **conf})
+    assert readout_world(tmp_path / "ro") == {
+        "name": "PixelCartPole-v1",
+        "id": "simworld/PixelCartPole-v1",
+        "max_episode_steps": None,
+        "kwargs": {"frame_size": [32, 32]},
+    }
 
 
 def test_a_readout_controller_acts_on_what_the_readout_reads_per_frame_and_on_stacked_frames(tmp_path):
@@ -90,5 +102,17 @@ def test_a_readout_controller_acts_on_what_the_readout_reads_per_frame_and_on_st
     ctl = resolve_policy(f"readout:{path}", None, "simworld/PixelCartPole-v1")
     assert isinstance(ctl, ReadoutController)
     assert resolve_policy(ctl, None) is ctl  # rollout resolves it again: still a frame policy
-    with pytest.raises(ValueError, match="needs the world"):
-        resolve_policy(f"readout:{path}", None)
+    with pytest.raises(ValueError, match="does not record the world it reads"):
+        resolve_policy(f"readout:{path}", None)  # saved without its world: the user must name one
+    # A readout that records its world runs there when none is named (`simworld agent eval policy=readout:...`)
+    named = save_readout(
+        model,
+        ReadoutConfig(width=8, context=2),
+        tmp_path / "ro2",
+        (32, 32),
+        rep["floor"],
+        "simworld/PixelCartPole-v1",
+    )
+    assert isinstance(resolve_policy(f"readout:{named}", None), ReadoutController)
+    alone = evaluate_agent(f"readout:{named}", None, episodes=2, seed=0)
+    assert alone["world"] == "simworld/PixelCartPole-v1" and alone["returns"] == result["returns"]
