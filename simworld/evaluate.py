@@ -40,6 +40,7 @@ class EvalConfig:
     steps: int | None = None  # denoising steps per frame (None: the model's default)
     sampler: str | None = None  # euler | heun (None: the model's default)
     warm_start_sigma: float | None = None  # > 0: sample from the previous frame noised to this level
+    context_sigma: float | None = None  # the noise each frame is held at as context (None: the model's)
     out: str | None = None  # JSON path; default <model>/eval.json
     filmstrip: int = 3  # rollouts drawn real-vs-imagined in filmstrip.png beside the JSON (0: none)
     readout: str | None = None  # a `simworld train-readout` folder: also the state error of the rollouts
@@ -130,6 +131,7 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
         "sampler": model.diffusion.sampler,
         "denoising_steps": model.diffusion.steps,
         "warm_start_sigma": model.diffusion.warm_start_sigma,
+        "context_sigma": model.diffusion.context_sigma,
         # what reads rewards and terminations: the separate reward model or the transformer's heads
         "heads": "reward model" if model.reward_model is not None else "transformer heads",
     }
@@ -398,7 +400,7 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     model = WorldModel.from_pretrained(cfg.model, device=cfg.device)
-    model.set_sampling(cfg.steps, cfg.sampler, cfg.warm_start_sigma)
+    model.set_sampling(cfg.steps, cfg.sampler, cfg.warm_start_sigma, cfg.context_sigma)
     store = EpisodeStore(cfg.store)
     if store.meta.world_id != model.cfg.world_id:
         raise ValueError(

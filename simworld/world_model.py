@@ -505,9 +505,14 @@ class WorldModel(nn.Module):
         return path
 
     def set_sampling(
-        self, steps: int | None = None, sampler: str | None = None, warm_start_sigma: float | None = None
+        self,
+        steps: int | None = None,
+        sampler: str | None = None,
+        warm_start_sigma: float | None = None,
+        context_sigma: float | None = None,
     ) -> None:
-        """Change how frames are sampled (None keeps the checkpoint's setting); the weights stay as trained."""
+        """Change how frames are sampled (None keeps the checkpoint's setting); the weights stay as trained.
+        ``context_sigma``: the noise level each frame is held at in the context of the next ones."""
         if steps is not None:
             if int(steps) < 1:
                 raise ValueError(f"denoising steps must be >= 1, got {steps}")
@@ -520,6 +525,12 @@ class WorldModel(nn.Module):
             if float(warm_start_sigma) < 0:
                 raise ValueError(f"warm_start_sigma must be >= 0, got {warm_start_sigma}")
             self.diffusion.warm_start_sigma = float(warm_start_sigma)
+        if context_sigma is not None:
+            if float(context_sigma) <= 0:
+                raise ValueError(
+                    f"context_sigma must be > 0 (the level's log conditions the network), got {context_sigma}"
+                )
+            self.diffusion.context_sigma = float(context_sigma)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> WorldModel:

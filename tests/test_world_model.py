@@ -80,10 +80,18 @@ def test_set_sampling_changes_the_frames_and_rejects_bad_values(store):
     assert not np.array_equal(rollout(model, frames, actions)[0], one_step)
     model.set_sampling()  # None keeps what is set
     assert (model.diffusion.steps, model.diffusion.sampler) == (3, "heun")
+    with torch.no_grad():  # the zero-initialised output layers ignore the context: wake them up
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    held = rollout(model, frames, actions)[0]
+    model.set_sampling(context_sigma=0.5)  # the context held at another noise level: other frames
+    assert model.diffusion.context_sigma == 0.5
+    assert not np.array_equal(rollout(model, frames, actions)[0], held)
     for bad, match in (
         ({"steps": 0}, "steps"),
         ({"sampler": "ddim"}, "ddim"),
         ({"warm_start_sigma": -1}, "warm"),
+        ({"context_sigma": 0}, "context_sigma"),
     ):
         with pytest.raises(ValueError, match=match):
             model.set_sampling(**bad)
