@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from agents.loop import LOOP_OPTIM, LoopConfig, real_steps, run_loop
 from agents.train import AgentConfig, evaluate_agent, train_agent
@@ -286,6 +287,23 @@ def test_world_model_loop_end_to_end_and_resume(tmp_path):
     assert last["real_frames"] == frames == real_steps(EpisodeStore(tmp_path / "loop" / "store"))
     assert last["before"]["agent_steps"] == 96 + 32  # what it scored before is kept
     assert run_loop(LoopConfig(**{**resumed, "final_agent_steps": 64}))["history"] == state["history"]
+
+
+def test_the_loop_is_reproducible_from_its_seed(tmp_path):
+    """The same config and seed on the same machine: the same frames, model and agent scores."""
+    from safetensors.torch import load_file
+
+    def run(name, seed):
+        cfg = dict(world=WORLD, real_frames=40, iterations=1, **TINY_LOOP, eval_episodes=1, seed=seed)
+        out = tmp_path / name
+        hist = run_loop(LoopConfig(**cfg, out=str(out), progress=False, num_threads=1))["history"]
+        weights = load_file(out / "model" / "model" / "model.safetensors")
+        return [{k: v for k, v in h.items() if "wall" not in k} for h in hist], weights
+
+    (hist_a, w_a), (hist_b, w_b), (_, w_c) = run("a", 3), run("b", 3), run("c", 4)
+    assert hist_a == hist_b
+    assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)
+    assert not all(torch.equal(w_a[k], w_c[k]) for k in w_a)  # another seed is another run
 
 
 def test_loop_collection_mixes_random_actions_into_the_policys(tmp_path, monkeypatch):
