@@ -486,7 +486,9 @@ def evaluate_agent(
     """Real-world returns of a policy (an SB3 zip or model, ``"random"`` or ``"readout:<folder>"``):
     mean, std and each episode's; optionally an mp4 of episode 1 (of what the policy saw). With
     ``eyes`` (a world-model directory) the world runs as usual but the policy sees the model's
-    one-step prediction of each frame (``envs.model_eyes.ModelEyes``): the visual gap, alone."""
+    one-step prediction of each frame (``envs.model_eyes.ModelEyes``): the visual gap, alone.
+    Where the world reports its true state (``info["state"]``, as ours do), ``final_states`` holds
+    each episode's last one: what ended it (a CartPole pole past 0.21 rad, or its cart past 2.4)."""
     meta: dict[str, Any] = {}
     if policy == "random":  # the floor every trained policy is compared with
         policy = None
@@ -501,7 +503,7 @@ def evaluate_agent(
     frame_stack = frame_stack or meta.get("frame_stack", 4)
     venv = real_venv(world, 1, seed, frame_stack, eyes)
     venv.action_space.seed(seed)
-    returns, lengths, frames = [], [], []
+    returns, lengths, frames, ends = [], [], [], []
     obs = venv.reset()
     ret, length = 0.0, 0
     while len(returns) < episodes:
@@ -511,12 +513,14 @@ def evaluate_agent(
             action = np.array([venv.action_space.sample()])
         else:
             action, _ = policy.predict(obs, deterministic=deterministic)
-        obs, reward, done, _ = venv.step(action)
+        obs, reward, done, infos = venv.step(action)
         ret += float(reward[0])
         length += 1
         if done[0]:
             returns.append(ret)
             lengths.append(length)
+            if isinstance(state := infos[0].get("state"), dict):  # the world's true state as it ended
+                ends.append({k: np.asarray(v).tolist() for k, v in state.items()})
             ret, length = 0.0, 0
     venv.close()
     result = {
@@ -528,6 +532,8 @@ def evaluate_agent(
         "mean_length": float(np.mean(lengths)),
         "reward_per_step": float(np.sum(returns) / max(np.sum(lengths), 1)),
     }
+    if len(ends) == episodes:  # why episodes ended: e.g. CartPole's obs [x, x_dot, theta, theta_dot]
+        result["final_states"] = ends
     if eyes is not None:
         result["eyes"] = str(eyes)
     if video:

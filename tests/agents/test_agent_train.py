@@ -158,6 +158,15 @@ def test_random_policy_floor(tmp_path):
     assert scores == evaluate_agent("random", WORLD, episodes=3, seed=1)  # seeded
 
 
+def test_eval_reports_the_state_each_episode_ended_in():
+    cartpole = {"name": "cartpole", "id": "simworld/PixelCartPole-v1", "kwargs": {}}
+    scores = evaluate_agent("random", cartpole, episodes=3, seed=0)
+    assert len(scores["final_states"]) == 3 and max(scores["returns"]) < 500  # all fell, none timed out
+    for end in scores["final_states"]:
+        x, _, theta, _ = end["obs"]  # a random policy's episode ends with the pole down or the cart out
+        assert abs(theta) > 0.2095 or abs(x) > 2.4, end
+
+
 def test_real_world_baseline_trains_on_the_world_itself(tmp_path):
     result = train_agent(agent_cfg(tmp_path, env="real", eval_every=0))
     assert result["env"] == "real" and result["timesteps"] == 32
