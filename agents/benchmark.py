@@ -63,6 +63,7 @@ class BenchConfig:
     reward_contact_gap: float | None = None  # the loop's dream pays only shown contacts (see AgentConfig)
     termination_floor_gap: float | None = None  # the loop's dream ends only at shown floor hits (AgentConfig)
     termination_bounds: dict[int, float] | None = None  # the dream ends past these (LoopConfig)
+    action_guidance: float | None = None  # the dream's action guidance (LoopConfig); None: the model's
     agent: str = "ppo"
     num_envs: int = 8
     frame_stack: int = 4
@@ -212,6 +213,7 @@ def _train_one(cfg: BenchConfig, arm: str, seed: int) -> None:
                 reward_contact_gap=cfg.reward_contact_gap,
                 termination_floor_gap=cfg.termination_floor_gap,
                 termination_bounds=cfg.termination_bounds,
+                action_guidance=cfg.action_guidance,
                 readout=cfg.readout,
                 oracle=arm == "oracle",
                 resume=(path / LOOP_FILE).exists(),

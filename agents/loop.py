@@ -80,6 +80,9 @@ class LoopConfig:
         termination_bounds: ``{state index: bound}``: the dream ends a step whose frames ``readout``
             reads past a bound (``AgentConfig.termination_bounds``, with ``readout`` as the
             ``termination_readout``); the round's dream-vs-world check ends them the same way.
+        action_guidance: The dream's action guidance (``AgentConfig.action_guidance``), for the
+            agent's dream and the round's checks (``dream_state_effect`` shows what it does). None:
+            the checkpoint's (0). May change on resume, like ``termination_bounds``.
         oracle: Replace the world model by the real world (``envs.oracle``): no model is trained, and
             the agent trains on the real world restarted from the true states of the store's windows
             (``bank_size`` of them, ``model.bank_episode_starts`` at episode starts, redrawn every
@@ -110,6 +113,7 @@ class LoopConfig:
     eval_episodes: int = 5
     readout: str | None = None
     termination_bounds: dict[int, float] | None = None
+    action_guidance: float | None = None
     oracle: bool = False
     out: str = "runs/loop"
     seed: int = 0
@@ -362,6 +366,7 @@ def _agent_round(
         termination_floor_gap=cfg.termination_floor_gap,
         termination_readout=readout_path(cfg) if cfg.termination_bounds is not None else None,
         termination_bounds=cfg.termination_bounds,
+        action_guidance=cfg.action_guidance,
         eval_every=0,
         eval_episodes=cfg.eval_episodes,
         ckpt_every=max(cfg.agent_steps // 4, 1),
@@ -388,6 +393,7 @@ def _agent_round(
     if cfg.oracle:
         return scores
     dream = WorldModel.from_pretrained(model_dir / "model", cfg.device)  # loaded once for both checks
+    dream.set_sampling(action_guidance=cfg.action_guidance)  # the dream the agent trained in
     # does the dream answer the actions? (near 0: the agent cannot learn what its actions do)
     effect = action_effect(dream, starts=8, steps=10, seed=cfg.seed, readout=readout)
     # the same policy from the same real starts, dream vs world: how much the dream overrates it

@@ -88,6 +88,8 @@ class AgentConfig:
             (``{state index: bound}``) a dream step whose frames read past a bound ends its episode
             (``envs.dream.DreamVectorEnv``: the readout checks the termination head; CartPole's
             pole angle is index 2, the world ends past 0.2095 rad). None: off.
+        action_guidance: The dream's action guidance (``envs.dream.DreamVectorEnv``; discrete
+            actions): > 0 makes the dream answer the actions more. None: the checkpoint's (0).
         bank_size: The oracle's bank size when ``checkpoint`` is an episode store (the loop's: 1024).
         bank_episode_starts: The share of that bank's windows that begin an episode.
         oracle_state_noise: ``{state index: std}``: the oracle's true state gets a Gaussian kick
@@ -115,6 +117,7 @@ class AgentConfig:
     termination_floor_gap: float | None = None
     termination_readout: str | None = None
     termination_bounds: dict[int, float] | None = None
+    action_guidance: float | None = None
     bank_size: int = 1024
     bank_episode_starts: float = 0.5
     oracle_state_noise: dict[int, float] | None = None
@@ -203,6 +206,7 @@ def dream_venv(cfg: AgentConfig) -> VecEnv:
         termination_floor_gap=cfg.termination_floor_gap,
         termination_readout=cfg.termination_readout,
         termination_bounds=cfg.termination_bounds,
+        action_guidance=cfg.action_guidance,
         autoreset_mode=AutoresetMode.SAME_STEP,
         render_mode=None,
     )

@@ -289,18 +289,35 @@ class WorldModel(nn.Module):
         write: bool,
         use_cache: bool = True,
         anchor: torch.Tensor | float = 0.0,
+        guidance: float = 0.0,
     ):
         """``D(x, sigma)`` for the next frame; ``anchor`` ``(b, 1, c, h, w)``: the previous latent (as
-        held in the context) a residual model denoises around (0 otherwise)."""
+        held in the context) a residual model denoises around (0 otherwise); ``guidance``: the
+        action guidance (``DiffusionConfig.action_guidance``; discrete actions, not while writing)."""
         forward = self.dynamics.forward_cached if use_cache else self.dynamics.forward_window
 
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             pre = precondition(sigma[:, None, None, None, None], self.diffusion.sigma_data)
-            out, reward, term = forward(
-                pre.c_in * x, pre.c_noise[:, :, 0, 0, 0], actions, valid, cache, write=write
-            )
+            x_in, c_noise = pre.c_in * x, pre.c_noise[:, :, 0, 0, 0]
+            if not guidance:
+                out, reward, term = forward(x_in, c_noise, actions, valid, cache, write=write)
+                out = out.float()
+            else:  # every action's denoised frame; the taken one pushed away from their mean
+                space = self.action_space
+                passes = [
+                    forward(
+                        x_in, c_noise, torch.full_like(actions, space.start + k), valid, cache, write=False
+                    )
+                    for k in range(space.n)
+                ]
+                outs = torch.stack([o.float() for o, _, _ in passes])  # (n, b, 1, c, h, w)
+                taken, rows = (actions[:, 0] - space.start).long(), torch.arange(actions.shape[0])
+                out = outs[taken, rows]
+                out = out + guidance * (out - outs.mean(0))
+                reward = torch.stack([r for _, r, _ in passes])[taken, rows]
+                term = torch.stack([t for _, _, t in passes])[taken, rows]
             denoise.heads = (reward[:, 0], term[:, 0])
-            return anchor + pre.c_skip * (x - anchor) + pre.c_out * out.float()
+            return anchor + pre.c_skip * (x - anchor) + pre.c_out * out
 
         return denoise
 
@@ -419,7 +436,9 @@ class WorldModel(nn.Module):
             if self.diffusion.residual:  # noise around the previous frame, denoised around it
                 anchor = init
         latent = sample(
-            self._denoiser(a, valid, state.cache, write=False, use_cache=use_cache, anchor=anchor),
+            self._denoiser(
+                a, valid, state.cache, write=False, use_cache=use_cache, anchor=anchor, guidance=self.guidance
+            ),
             shape,
             sigmas,
             self.diffusion.sampler,
@@ -510,9 +529,11 @@ class WorldModel(nn.Module):
         sampler: str | None = None,
         warm_start_sigma: float | None = None,
         context_sigma: float | None = None,
+        action_guidance: float | None = None,
     ) -> None:
         """Change how frames are sampled (None keeps the checkpoint's setting); the weights stay as trained.
-        ``context_sigma``: the noise level each frame is held at in the context of the next ones."""
+        ``context_sigma``: the noise level each frame is held at in the context of the next ones;
+        ``action_guidance``: ``DiffusionConfig.action_guidance`` (discrete actions only)."""
         if steps is not None:
             if int(steps) < 1:
                 raise ValueError(f"denoising steps must be >= 1, got {steps}")
@@ -531,6 +552,26 @@ class WorldModel(nn.Module):
                     f"context_sigma must be > 0 (the level's log conditions the network), got {context_sigma}"
                 )
             self.diffusion.context_sigma = float(context_sigma)
+        if action_guidance is not None:
+            self.diffusion.action_guidance = self._checked_guidance(float(action_guidance))
+
+    @property
+    def guidance(self) -> float:
+        """The action guidance ``step`` samples with."""
+        return self._checked_guidance(self.diffusion.action_guidance)
+
+    def _checked_guidance(self, g: float) -> float:
+        """``g``, or a clear error where action guidance cannot apply."""
+        if not g:
+            return 0.0
+        if not g > 0:
+            raise ValueError(f"action_guidance must be >= 0, got {g}")
+        if not self.discrete:
+            raise ValueError(
+                f"action_guidance needs a Discrete action space (it averages over every action), "
+                f"this model's is {self.cfg.action_space['type']}"
+            )
+        return float(g)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> WorldModel:

@@ -97,6 +97,36 @@ def test_set_sampling_changes_the_frames_and_rejects_bad_values(store):
             model.set_sampling(**bad)
 
 
+def test_action_guidance_pushes_the_taken_actions_frame_away_from_the_mean_over_actions(store):
+    model = tiny_model().eval()
+    with torch.no_grad():  # zero-initialised output layers would make every action's frame the same
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.clip_latent = lambda z: z  # compare the sampler's output itself
+    ep = store.load(0)
+    frames, actions = ep.frames[None, :3], ep.actions[None, :2]
+
+    def first_latent(action):  # one step from the same start with the same noise
+        state = model.reset(frames, actions, generator=torch.Generator().manual_seed(0))
+        return model.step(state, np.array([action]), decode=False)[1]
+
+    plain = [first_latent(a) for a in range(3)]  # Balls: Discrete(3)
+    assert not torch.allclose(plain[0], plain[1])  # the actions matter at all
+    model.set_sampling(action_guidance=1.5)
+    mean = torch.stack(plain).mean(0)
+    for a in range(3):
+        torch.testing.assert_close(first_latent(a), plain[a] + 1.5 * (plain[a] - mean), rtol=1e-4, atol=1e-5)
+    for bad, match in (({"action_guidance": -1}, "action_guidance"),):
+        with pytest.raises(ValueError, match=match):
+            model.set_sampling(**bad)
+    assert model.diffusion.action_guidance == 1.5  # a rejected value leaves the setting as it was
+    box = WorldModel(
+        WorldModelConfig(dynamics=TINY, action_space={"type": "Box", "shape": [2], "low": -1, "high": 1})
+    )
+    with pytest.raises(ValueError, match="Discrete"):
+        box.set_sampling(action_guidance=1.0)
+
+
 @pytest.mark.parametrize("prev_frames", [1, 2])
 def test_save_load_round_trip_gives_identical_rollouts(store, tmp_path, prev_frames):
     model = tiny_model(seed=3, prev_frames=prev_frames).eval()

@@ -61,6 +61,12 @@ class DiffusionConfig:
     # starts from pure noise asks the network a question it never trained on (balls fade; with
     # residual=true they stay behind as ghosts). Pair with a sigma_max that hides the frame (80).
     sigma_max_fraction: float = 0.0
+    # sampling, discrete actions: > 0 denoises each frame as D(a) + g (D(a) - mean over actions of
+    # D(a')), classifier-free guidance with the average over every action as the unconditional. It
+    # scales how far two actions' frames part by 1 + g. A short-trained model answers its actions
+    # less than the world does (CartPole: the pole's response 0.6-0.7 of the world's); guidance
+    # pushes it back up. Costs one network pass per action instead of one.
+    action_guidance: float = 0.0
 
 
 @dataclass
