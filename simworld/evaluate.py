@@ -41,6 +41,7 @@ class EvalConfig:
     sampler: str | None = None  # euler | heun (None: the model's default)
     warm_start_sigma: float | None = None  # > 0: sample from the previous frame noised to this level
     context_sigma: float | None = None  # the noise each frame is held at as context (None: the model's)
+    action_guidance: float | None = None  # > 0: DiffusionConfig.action_guidance (None: the model's)
     out: str | None = None  # JSON path; default <model>/eval.json
     filmstrip: int = 3  # rollouts drawn real-vs-imagined in filmstrip.png beside the JSON (0: none)
     readout: str | None = None  # a `simworld train-readout` folder: also the state error of the rollouts
@@ -132,6 +133,7 @@ def evaluate_model(model: WorldModel, store: EpisodeStore, ids: list[int], cfg: 
         "denoising_steps": model.diffusion.steps,
         "warm_start_sigma": model.diffusion.warm_start_sigma,
         "context_sigma": model.diffusion.context_sigma,
+        "action_guidance": model.diffusion.action_guidance,
         # what reads rewards and terminations: the separate reward model or the transformer's heads
         "heads": "reward model" if model.reward_model is not None else "transformer heads",
     }
@@ -324,6 +326,7 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
     print(
         f"open-loop rollouts on {result['episodes']} held-out episodes, {result['context']} context frames, "
         f"{result['sampler']} x {result['denoising_steps']} denoising steps"
+        + (f", action guidance {result['action_guidance']}" if result.get("action_guidance") else "")
     )
     print("horizon  " + "  ".join(f"{h:>6}" for h in horizons))
     for name in ("psnr", "ssim"):
@@ -400,7 +403,7 @@ def print_table(result: dict[str, Any], horizons: list[int]) -> None:
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     model = WorldModel.from_pretrained(cfg.model, device=cfg.device)
-    model.set_sampling(cfg.steps, cfg.sampler, cfg.warm_start_sigma, cfg.context_sigma)
+    model.set_sampling(cfg.steps, cfg.sampler, cfg.warm_start_sigma, cfg.context_sigma, cfg.action_guidance)
     store = EpisodeStore(cfg.store)
     if store.meta.world_id != model.cfg.world_id:
         raise ValueError(

@@ -523,10 +523,11 @@ def test_eval_model_writes_its_scores_and_a_real_vs_imagined_filmstrip(store, tm
     tiny_model().save_pretrained(tmp_path / "m")
     cfg = EvalConfig(
         model=str(tmp_path / "m"), store=str(store.root), horizons=[1, 6], episodes=3, val_fraction=0.5,
-        filmstrip=2, out=str(tmp_path / "eval" / "eval.json"), progress=False,
+        filmstrip=2, out=str(tmp_path / "eval" / "eval.json"), progress=False, action_guidance=0.5,
     )  # fmt: skip
     run_eval(cfg)
-    assert "psnr@6" in json.loads((tmp_path / "eval" / "eval.json").read_text())
+    scores = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert "psnr@6" in scores and scores["action_guidance"] == 0.5  # the sampling it was scored with
     image = matplotlib.image.imread(tmp_path / "eval" / "filmstrip.png")
     # 2 rollouts x (real row + imagined row) of 64 px + a 2 px line between, steps 3 and 6, drawn 2x
     assert image.shape[:2] == ((2 * 2 * 64 + 2) * 2, 2 * 64 * 2)
