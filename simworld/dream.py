@@ -41,6 +41,9 @@ class DreamConfig:
     action_effect: int = 8  # starts for the action-effect check (simworld.rollout.action_effect); 0: skip
     # a state readout (`simworld train-readout`): the action effect per state dimension as well
     readout: str | None = None
+    # with a readout: also each held-action step predicted from the real frames before it
+    teacher_forced: bool = False
+    action_guidance: float | None = None  # the dream's action guidance (None: the checkpoint's)
 
 
 def _window_means(x: np.ndarray, edges: list[int]) -> dict[str, float]:
@@ -54,6 +57,7 @@ def _window_means(x: np.ndarray, edges: list[int]) -> dict[str, float]:
 def run_dream(cfg: DreamConfig) -> dict[str, Any]:
     ckpt = cfg.checkpoint or shipped_checkpoint()
     model = WorldModel.from_pretrained(ckpt, cfg.device)  # once, for the rollout and the action check
+    model.set_sampling(action_guidance=cfg.action_guidance)
     traj = rollout(
         model,
         cfg.policy,
@@ -67,6 +71,7 @@ def run_dream(cfg: DreamConfig) -> dict[str, Any]:
     psnr = traj.psnr
     summary = {
         "checkpoint": str(ckpt),
+        "action_guidance": model.diffusion.action_guidance,
         "steps": int(len(traj.actions)),
         "steps_per_s": traj.info["steps_per_s"],
         "psnr_mean": float(np.mean(np.minimum(psnr, 100.0))),
@@ -95,7 +100,12 @@ def run_dream(cfg: DreamConfig) -> dict[str, Any]:
 
             readout, _ = load_readout(cfg.readout)
         summary["action_effect"] = action_effect(
-            model, starts=cfg.action_effect, steps=10, seed=cfg.seed, readout=readout
+            model,
+            starts=cfg.action_effect,
+            steps=10,
+            seed=cfg.seed,
+            readout=readout,
+            teacher_forced=cfg.teacher_forced and readout is not None,
         )
     Path(cfg.summary).write_text(json.dumps(summary, indent=2))
     print(
@@ -116,6 +126,9 @@ def run_dream(cfg: DreamConfig) -> dict[str, Any]:
         if readout is not None:
             ratios = ", ".join(f"{r:.2f}x" for r in summary["action_effect"]["state_ratio"])
             print(f"  read as states ({cfg.readout}), per dimension: {ratios}")
+            if cfg.teacher_forced:
+                ratios = ", ".join(f"{r:.2f}x" for r in summary["action_effect"]["state_ratio_teacher"])
+                print(f"  each step predicted from the real frames before it, per dimension: {ratios}")
         e, h = summary["action_effect"]["ended"], summary["action_effect"]["held_return"]
         print(
             f"  each action held: episodes ended dream {_per_action(e['dream'])} vs real "

@@ -311,6 +311,7 @@ def action_effect(
     seed: int = 0,
     device: str = "cpu",
     readout: Any = None,
+    teacher_forced: bool = False,
 ) -> dict[str, Any]:
     """How much the dream's frames answer the actions, against the real world from the same starts.
 
@@ -334,6 +335,12 @@ def action_effect(
     end (dream: expected), each ``{"dream": [per action], "real": [per action]}``. A dream that keeps
     the pole up while the world's falls (CartPole) ends fewer branches, and an agent in it learns
     that pushing one way is safe.
+
+    With a ``readout`` and ``teacher_forced``, every step of each branch is also predicted from the
+    real frames before it (the world's, not the dream's own): ``state_teacher`` (per step, read
+    off the real frame before and the predicted one) and ``state_ratio_teacher``. Where the dream's
+    response falls short open loop but not teacher-forced, its own frames in the context are to
+    blame; where both fall short, its one-step predictions already are.
     """
     model = (
         checkpoint if isinstance(checkpoint, WorldModel) else WorldModel.from_pretrained(checkpoint, device)
@@ -341,7 +348,7 @@ def action_effect(
     a, b = _extreme_actions(model.action_space)
     rng = np.random.default_rng(seed)
     dream_sum, real_sum, count = np.zeros(steps), np.zeros(steps), np.zeros(steps)
-    state_sums: list[np.ndarray] = []  # dream, real: (steps, state dims)
+    state_sums: list[np.ndarray] = []  # dream, real[, teacher-forced]: (steps, state dims)
     ended = np.zeros((2, 2))  # (dream, real) x action
     held = np.zeros((2, 2))
     for i in range(starts):
@@ -373,6 +380,12 @@ def action_effect(
                 _read_separation(readout, start, *(getattr(tr, k) for tr in branches))
                 for k in ("frames", "real_frames")
             ]
+            if teacher_forced:
+                reads = [
+                    _read_teacher(readout, start, tr, _teacher_frames(model, start, tr, x, seed + i))
+                    for tr, x in zip(branches, (a, b), strict=True)
+                ]
+                sep.append(np.abs(reads[0] - reads[1]))
             state_sums = state_sums or [np.zeros_like(x) for x in sep]
             for acc, x in zip(state_sums, sep, strict=True):
                 acc += np.where(alive[:, None], x, 0.0)
@@ -389,10 +402,46 @@ def action_effect(
     }
     if readout is not None:
         means = [(x / np.maximum(count, 1)[:, None]) for x in state_sums]
-        for name, m in zip(("state_dream", "state_real"), means, strict=True):
+        for name, m in zip(("state_dream", "state_real", "state_teacher"), means, strict=False):
             result[name] = [m[t].tolist() if count[t] else None for t in range(steps)]
         result["state_ratio"] = (state_sums[0].sum(0) / np.maximum(state_sums[1].sum(0), 1e-8)).tolist()
+        if teacher_forced:
+            real_sum = np.maximum(state_sums[1].sum(0), 1e-8)
+            result["state_ratio_teacher"] = (state_sums[2].sum(0) / real_sum).tolist()
     return result
+
+
+def _read_teacher(readout: Any, start: dict[str, Any], tr: Trajectory, predicted: np.ndarray) -> np.ndarray:
+    """``(steps, d)``: the states ``readout`` reads off each predicted frame after the real ones before it."""
+    real = np.concatenate([np.asarray(start["frames"], np.uint8)[:-1], tr.real_frames])
+    first, lead = len(start["frames"]), readout.context - 1
+    if first < lead:  # a short start window: repeat its first frame
+        real = np.concatenate([np.repeat(real[:1], lead - first, axis=0), real])
+        first = lead
+    windows = [
+        np.concatenate([real[first + k - lead : first + k], predicted[k : k + 1]])
+        for k in range(len(predicted))
+    ]
+    with torch.no_grad():
+        return readout.eval()(torch.from_numpy(np.stack(windows))).numpy()
+
+
+def _teacher_frames(
+    model: WorldModel, start: dict[str, Any], tr: Trajectory, action: np.ndarray, seed: int
+) -> np.ndarray:
+    """``(steps, H, W, 3)``: each step of a ``compare_real`` branch that held ``action``, predicted
+    from the real frames before it (the start window's, then the world's) and their actions."""
+    frames = np.concatenate([np.asarray(start["frames"])[:-1], tr.real_frames])
+    acts = np.concatenate([np.asarray(start["actions"]), np.stack([action] * (len(tr.real_frames) - 1))])
+    first = len(start["frames"])  # index in `frames` of the first predicted frame
+    out = []
+    for j in range(first, len(frames)):
+        lo = max(0, j - model.context)
+        state = model.reset(
+            frames[None, lo:j], acts[None, lo : j - 1], torch.Generator().manual_seed(seed + j)
+        )
+        out.append(model.step(state, np.asarray(action)[None])[0][0])
+    return np.stack(out)
 
 
 def _outcome(tr: Trajectory) -> np.ndarray:

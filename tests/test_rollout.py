@@ -117,6 +117,40 @@ def test_action_effect_per_state_dimension_through_a_readout(checkpoint):
     assert deaf["state_ratio"] == [0.0, 0.0, 0.0] and deaf["state_real"] == res["state_real"]
 
 
+def test_teacher_forced_action_effect_predicts_each_step_from_the_real_frames_before_it(
+    checkpoint, monkeypatch
+):
+    import torch
+
+    from simworld.probes.readout import StateReadout
+    from simworld.rollout import action_effect
+    from simworld.world_model import WorldModel
+
+    model = WorldModel.from_pretrained(checkpoint)
+    reset, step = model.reset, model.step
+
+    def frozen_reset(frames, *args, **kwargs):  # a model that repeats the newest context frame
+        state = reset(frames, *args, **kwargs)
+        state.newest = np.asarray(frames)[:, -1]
+        return state
+
+    def frozen_step(state, *args, **kwargs):
+        _, latent, reward, prob = step(state, *args, **kwargs)
+        return state.newest, latent, reward, prob
+
+    monkeypatch.setattr(model, "reset", frozen_reset)
+    monkeypatch.setattr(model, "step", frozen_step)
+    torch.manual_seed(0)
+    readout = StateReadout(3, (64, 64), width=4, context=1)  # reads the newest frame alone
+    res = action_effect(model, starts=2, steps=4, readout=readout, teacher_forced=True)
+    teacher, real = np.array(res["state_teacher"]), np.array(res["state_real"])
+    assert teacher.shape == real.shape == (4, 3) and len(res["state_ratio_teacher"]) == 3
+    # predicted from the real frames up to step k, a frozen frame shows the world's step k - 1
+    np.testing.assert_allclose(teacher[0], 0.0, atol=1e-6)  # both branches start from the same frame
+    np.testing.assert_allclose(teacher[1:], real[:-1], rtol=1e-5, atol=1e-6)
+    assert min(res["state_ratio_teacher"]) > 0
+
+
 def test_policy_outcome_sets_the_dreams_return_beside_the_worlds(checkpoint, monkeypatch):
     from simworld.rollout import policy_outcome
     from simworld.world_model import WorldModel
