@@ -254,6 +254,13 @@ def agent_eval(cfg: DictConfig) -> dict:
         f"over {result['episodes']} episodes (mean length {result['mean_length']:.0f})"
         + (f", the policy seeing {c['eyes']}'s one-step predictions" if c.get("eyes") else "")
     )
+    ends = [e["obs"] for e in result.get("final_states", []) if "obs" in e]
+    if ends and np.ndim(ends) == 2:  # what ended the episodes, e.g. CartPole [x, x_dot, theta, theta_dot]
+        mean, peak = np.abs(ends).mean(0), np.abs(ends).max(0)
+        print(
+            "the world's state as episodes ended, mean |value| (max) per dimension: "
+            + ", ".join(f"{m:.3g} ({x:.3g})" for m, x in zip(mean, peak, strict=True))
+        )
     if c.get("dream"):  # the same policy from the model's real starts: dream vs world, same actions
         from simworld.rollout import policy_outcome
 
