@@ -96,9 +96,10 @@ class DreamVectorEnv(VectorEnv):
             ended this way.
         action_guidance: override the model's ``DiffusionConfig.action_guidance`` (discrete actions):
             > 0 samples every frame pushed along what the taken action changes, against the mean
-            over all actions, so the dream answers the actions more (CartPole, session 31 of
-            docs/results.md: the pole's response to held pushes 0.63 of the world's unguided, 0.93
-            at 6). Costs one network pass per action.
+            over all actions, so the dream's frames answer the actions more. Costs one network pass
+            per action. On CartPole (docs/results.md, session 31) 6 raised one model's pole response
+            to held pushes from 0.63 to 0.93 of the world's, lowered another's, and trained no
+            better agents.
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}

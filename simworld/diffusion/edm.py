@@ -63,9 +63,10 @@ class DiffusionConfig:
     sigma_max_fraction: float = 0.0
     # sampling, discrete actions: > 0 denoises each frame as D(a) + g (D(a) - mean over actions of
     # D(a')), classifier-free guidance with the average over every action as the unconditional. It
-    # scales how far two actions' frames part by 1 + g. A short-trained model answers its actions
-    # less than the world does (CartPole: the pole's response 0.6-0.7 of the world's); guidance
-    # pushes it back up. Costs one network pass per action instead of one.
+    # scales how far two actions' frames part at each step by 1 + g. Meant for a model that
+    # answers its actions less than the world does (CartPole: the pole's response to held pushes
+    # 0.5-0.7 of the world's); there it lifted one model's and not another's, and no agent gained
+    # (docs/results.md, session 31). Costs one network pass per action instead of one.
     action_guidance: float = 0.0
 
 
