@@ -105,7 +105,7 @@ def run_dream(cfg: DreamConfig) -> dict[str, Any]:
             steps=10,
             seed=cfg.seed,
             readout=readout,
-            teacher_forced=cfg.teacher_forced and readout is not None,
+            teacher_forced=cfg.teacher_forced,  # read through the readout: off without one
         )
     Path(cfg.summary).write_text(json.dumps(summary, indent=2))
     print(
