@@ -70,7 +70,8 @@ class LoopConfig:
         final_agent_steps: More dream agent steps in the last iteration, after the last real frames
             are collected and the model trained on them: compute, not real frames (CartPole: 60k more
             on the final model took a seed from 43 to 76 real return, docs/results.md session 14).
-            Raised on a finished loop (``resume=True``), the agent trains on in the final model's dream.
+            Raised on a finished loop (``resume=True``), the agent trains on in the final model's dream,
+            with ``agent_kwargs`` as given then (a lower ``learning_rate``, say: see ``train_agent``).
         eval_episodes: Real episodes scored after each iteration.
         readout: A ``simworld train-readout`` folder: each iteration also records how much the dream's
             *states* answer the actions (``dream_state_effect``, per state dimension; CartPole's pole

@@ -9,15 +9,17 @@ world every ``eval_every`` agent steps; TensorBoard gets the dream's episode ret
 exploits a model error shows itself: high dream return, low real return.
 
 Runs checkpoint every ``ckpt_every`` steps (SB3 zip, written atomically, plus ``agent.json``) and
-``resume=true`` continues from the last one. Replay buffers (DQN, SAC) are not checkpointed: a
-resumed off-policy run refills its buffer.
+``resume=true`` continues from the last one, with the saved ``agent_kwargs`` updated by any given
+(a lower learning rate for a last stage, say; the network stays). Replay buffers (DQN, SAC) are not
+checkpointed: a resumed off-policy run refills its buffer.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +100,8 @@ class AgentConfig:
         eval_every: Agent steps between real-world evaluations (0: none).
         eval_episodes: Real episodes per evaluation.
         ckpt_every: Agent steps between checkpoints.
-        agent_kwargs: Extra SB3 constructor arguments (e.g. ``{"n_steps": 128}``).
+        agent_kwargs: Extra SB3 constructor arguments (e.g. ``{"n_steps": 128}``). On resume, those
+            given replace the saved run's from then on (``policy_kwargs`` may not change).
         out: Run directory.
         resume: Continue from ``<out>/last.zip``; without it an existing run is an error.
     """
@@ -304,6 +307,35 @@ def export_policy(policy: str | os.PathLike, out: str | os.PathLike) -> Path:
     return path
 
 
+def resumed_agent_kwargs(cfg: AgentConfig, saved_file: Path) -> dict[str, Any]:
+    """The SB3 arguments a resumed run goes on with: the saved run's, updated by ``cfg.agent_kwargs``.
+
+    A changed value (a lower ``learning_rate``, larger ``n_steps``) applies from the resume on and is
+    logged; the network (``policy_kwargs``) is fixed by the checkpoint, and an argument the algorithm
+    does not take is an error, as it is for a fresh run.
+    """
+    saved = json.loads(saved_file.read_text()).get("agent_kwargs", {}) if saved_file.exists() else {}
+    given = dict(cfg.agent_kwargs)
+    accepted = set(inspect.signature(ALGOS[cfg.agent].__init__).parameters) - {"self", "policy", "env"}
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise ValueError(f"agent_kwargs: {cfg.agent} takes no {unknown} (resuming {saved_file.parent})")
+    built = saved.get("policy_kwargs")  # None: SB3's default network
+    if "policy_kwargs" in given and given["policy_kwargs"] != built:
+        raise ValueError(
+            f"agent_kwargs.policy_kwargs cannot change on resume: {saved_file.parent} holds a network built "
+            f"with {built or 'the defaults'}; train a new run (another out=) for {given['policy_kwargs']}"
+        )
+    changed = {k: (saved[k], v) for k, v in given.items() if k in saved and saved[k] != v}
+    added = {k: v for k, v in given.items() if k not in saved}
+    if changed or added:
+        parts = [f"{k} {a} -> {b}" for k, (a, b) in changed.items()] + [
+            f"{k} = {v}" for k, v in added.items()
+        ]
+        print(f"resuming {saved_file.parent} with agent_kwargs {', '.join(parts)}")
+    return {**saved, **given}
+
+
 def train_agent(cfg: AgentConfig | dict[str, Any]) -> dict[str, Any]:
     """Train (or resume) an agent; returns the final real-world evaluation and the run's paths."""
     if isinstance(cfg, dict):
@@ -315,6 +347,9 @@ def train_agent(cfg: AgentConfig | dict[str, Any]) -> dict[str, Any]:
     if last.exists() and not cfg.resume:
         raise FileExistsError(f"{out} already holds an agent run: pass resume=true or another out=")
     out.mkdir(parents=True, exist_ok=True)
+    resuming = cfg.resume and last.exists()
+    if resuming:  # the saved run's hyperparameters, updated by those given now
+        cfg = replace(cfg, agent_kwargs=resumed_agent_kwargs(cfg, out / AGENT_FILE))
     atomic_write_text(out / AGENT_FILE, json.dumps(asdict(cfg), indent=2))
 
     if cfg.env == "dream":
@@ -324,8 +359,8 @@ def train_agent(cfg: AgentConfig | dict[str, Any]) -> dict[str, Any]:
     else:
         venv = real_venv(cfg.world, cfg.num_envs, cfg.seed, cfg.frame_stack)
     algo = ALGOS[cfg.agent]
-    if cfg.resume and last.exists():
-        model = algo.load(last, env=venv, device=cfg.device)
+    if resuming:
+        model = algo.load(last, env=venv, device=cfg.device, **cfg.agent_kwargs)
         model.tensorboard_log = str(out / "tb")  # the zip holds the path it was saved with, maybe elsewhere
     else:
         kwargs = {

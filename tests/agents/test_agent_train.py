@@ -182,6 +182,26 @@ def test_real_world_baseline_trains_on_the_world_itself(tmp_path):
     )
 
 
+def test_resume_goes_on_with_changed_agent_kwargs_and_records_them(tmp_path, capsys):
+    from stable_baselines3 import PPO
+
+    train_agent(agent_cfg(tmp_path, env="real", eval_every=0))
+    lower = {"learning_rate": 1e-4, "n_epochs": 2}  # e.g. a gentler final stage
+    cfg = agent_cfg(tmp_path, env="real", eval_every=0, timesteps=64, resume=True, agent_kwargs=lower)
+    assert train_agent(cfg)["timesteps"] == 64
+    assert "n_epochs 1 -> 2, learning_rate = 0.0001" in capsys.readouterr().out  # said, not silent
+    model = PPO.load(tmp_path / "agent" / "last.zip")
+    assert model.lr_schedule(1.0) == 1e-4 and model.policy.optimizer.param_groups[0]["lr"] == 1e-4
+    assert model.n_epochs == 2 and model.n_steps == 16  # the saved n_steps kept where none is given
+    meta = json.loads((tmp_path / "agent" / "agent.json").read_text())
+    assert meta["agent_kwargs"] == {**PPO_TINY, **lower}  # what the run now trains with
+    with pytest.raises(ValueError, match="takes no \\['learning_rat'\\]"):
+        train_agent(agent_cfg(tmp_path, env="real", resume=True, agent_kwargs={"learning_rat": 1e-4}))
+    with pytest.raises(ValueError, match="policy_kwargs cannot change on resume"):
+        wider = {"policy_kwargs": {"net_arch": [8]}}
+        train_agent(agent_cfg(tmp_path, env="real", resume=True, agent_kwargs={**PPO_TINY, **wider}))
+
+
 def test_the_oracle_trains_under_the_dreams_horizon_on_the_real_world(checkpoint, tmp_path):
     result = train_agent(agent_cfg(tmp_path, env="oracle", checkpoint=str(checkpoint), max_episode_steps=5))
     assert result["env"] == "oracle" and result["timesteps"] == 32
