@@ -307,23 +307,23 @@ def export_policy(policy: str | os.PathLike, out: str | os.PathLike) -> Path:
     return path
 
 
-def resumed_agent_kwargs(cfg: AgentConfig, saved_file: Path) -> dict[str, Any]:
+def resumed_agent_kwargs(cfg: AgentConfig, last: Path) -> dict[str, Any]:
     """The SB3 arguments a resumed run goes on with: the saved run's, updated by ``cfg.agent_kwargs``.
 
     A changed value (a lower ``learning_rate``, larger ``n_steps``) applies from the resume on and is
     logged; the network (``policy_kwargs``) is fixed by the checkpoint, and an argument the algorithm
     does not take is an error, as it is for a fresh run.
     """
-    saved = json.loads(saved_file.read_text()).get("agent_kwargs", {}) if saved_file.exists() else {}
+    saved, run = policy_meta(last).get("agent_kwargs", {}), last.parent
     given = dict(cfg.agent_kwargs)
     accepted = set(inspect.signature(ALGOS[cfg.agent].__init__).parameters) - {"self", "policy", "env"}
     unknown = sorted(set(given) - accepted)
     if unknown:
-        raise ValueError(f"agent_kwargs: {cfg.agent} takes no {unknown} (resuming {saved_file.parent})")
+        raise ValueError(f"agent_kwargs: {cfg.agent} takes no {unknown} (resuming {run})")
     built = saved.get("policy_kwargs")  # None: SB3's default network
     if "policy_kwargs" in given and given["policy_kwargs"] != built:
         raise ValueError(
-            f"agent_kwargs.policy_kwargs cannot change on resume: {saved_file.parent} holds a network built "
+            f"agent_kwargs.policy_kwargs cannot change on resume: {run} holds a network built "
             f"with {built or 'the defaults'}; train a new run (another out=) for {given['policy_kwargs']}"
         )
     changed = {k: (saved[k], v) for k, v in given.items() if k in saved and saved[k] != v}
@@ -332,7 +332,7 @@ def resumed_agent_kwargs(cfg: AgentConfig, saved_file: Path) -> dict[str, Any]:
         parts = [f"{k} {a} -> {b}" for k, (a, b) in changed.items()] + [
             f"{k} = {v}" for k, v in added.items()
         ]
-        print(f"resuming {saved_file.parent} with agent_kwargs {', '.join(parts)}")
+        print(f"resuming {run} with agent_kwargs {', '.join(parts)}")
     return {**saved, **given}
 
 
@@ -349,7 +349,7 @@ def train_agent(cfg: AgentConfig | dict[str, Any]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     resuming = cfg.resume and last.exists()
     if resuming:  # the saved run's hyperparameters, updated by those given now
-        cfg = replace(cfg, agent_kwargs=resumed_agent_kwargs(cfg, out / AGENT_FILE))
+        cfg = replace(cfg, agent_kwargs=resumed_agent_kwargs(cfg, last))
     atomic_write_text(out / AGENT_FILE, json.dumps(asdict(cfg), indent=2))
 
     if cfg.env == "dream":
